@@ -1,0 +1,3 @@
+//! Evaluation: ROC AUC.
+
+pub mod auc;

@@ -1,0 +1,103 @@
+//! Writes a complete model pack (see `pleura::pack`): ONNX files plus `manifest.json`.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use pleura::pack::{
+    model_file, BackboneEntry, Gate, HeadEntry, HeadKind as PackHeadKind, InputSpec, Manifest,
+    Provenance, Quantization, TaskEntry, FORMAT_VERSION,
+};
+
+use super::onnx;
+use crate::model::{FoldedBackbone, FoldedHead, HeadKind};
+use crate::tasks::TaskDef;
+
+/// One task of a pack to write.
+pub struct TaskExport<'a> {
+    /// Its definition (name, classes, gate).
+    pub def: &'a TaskDef,
+    /// The head on the shared backbone.
+    pub head: FoldedHead,
+    /// Its kind.
+    pub kind: HeadKind,
+    /// The whole fine-tuned network of the serial baseline.
+    pub network: (FoldedBackbone, FoldedHead),
+}
+
+/// Everything a pack holds.
+pub struct PackExport<'a> {
+    /// Pack name.
+    pub name: String,
+    /// Description (say what it must not be used for).
+    pub description: String,
+    /// Network input and normalisation.
+    pub input: InputSpec,
+    /// The shared backbone.
+    pub backbone: FoldedBackbone,
+    /// Its architecture name.
+    pub architecture: String,
+    /// Its trainable parameter count.
+    pub parameters: usize,
+    /// The tasks, gating task first.
+    pub tasks: Vec<TaskExport<'a>>,
+    /// Provenance.
+    pub provenance: Provenance,
+}
+
+/// Writes `export` into `dir`: `backbone.onnx`, `heads/<task>.onnx`, `networks/<task>.onnx`
+/// and `manifest.json` (written last, so a pack with a manifest is complete).
+pub fn write_pack(dir: &Path, export: &PackExport) -> Result<Manifest> {
+    let (h, w) = (export.input.height, export.input.width);
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("creating pack folder {}", dir.display()))?;
+    onnx::write(
+        &onnx::backbone_model(&export.backbone, h, w),
+        &dir.join("backbone.onnx"),
+    )?;
+    let mut tasks = Vec::new();
+    for t in &export.tasks {
+        let name = t.def.name;
+        let head_file = format!("heads/{name}.onnx");
+        onnx::write(&onnx::head_model(&t.head, name), &dir.join(&head_file))?;
+        let net_file = format!("networks/{name}.onnx");
+        onnx::write(
+            &onnx::full_model(&t.network.0, &t.network.1, name, h, w),
+            &dir.join(&net_file),
+        )?;
+        let (kind, hidden) = match t.kind {
+            HeadKind::Linear => (PackHeadKind::Linear, None),
+            HeadKind::Mlp { hidden } => (PackHeadKind::Mlp, Some(hidden)),
+        };
+        tasks.push(TaskEntry {
+            name: name.to_string(),
+            classes: t.def.classes.map(str::to_string),
+            head: HeadEntry {
+                model: model_file(dir, &head_file)?,
+                kind,
+                hidden,
+                quantization: Quantization::F32,
+            },
+            gate: t.def.gate.map(|(task, class)| Gate {
+                task: task.to_string(),
+                class: class.to_string(),
+            }),
+            serial_network: model_file(dir, &net_file)?,
+        });
+    }
+    let manifest = Manifest {
+        format_version: FORMAT_VERSION,
+        name: export.name.clone(),
+        description: export.description.clone(),
+        input: export.input.clone(),
+        backbone: BackboneEntry {
+            model: model_file(dir, "backbone.onnx")?,
+            architecture: export.architecture.clone(),
+            feature_dim: export.backbone.feature_dim(),
+            parameters: export.parameters,
+        },
+        tasks,
+        provenance: export.provenance.clone(),
+    };
+    manifest.write(dir)?;
+    Ok(manifest)
+}

@@ -1,0 +1,62 @@
+//! BatchNorm recalibration: re-estimate running statistics from data, without labels.
+//!
+//! A freshly initialised backbone has running mean 0 and variance 1 in every BatchNorm, which
+//! do not describe its real activations: in inference mode its features are nearly constant.
+//! Running training-mode forward passes over a few batches with momentum `1 / (k + 1)` at batch
+//! `k` sets each running statistic to the plain average over the batches.
+
+use burn::module::Module;
+use burn::tensor::{Device, Tensor, TensorData};
+
+use crate::data::frames::FrameSet;
+use crate::model::{ConvBnAct, MobileNetV3};
+use crate::train::probe::frame_dims;
+
+fn conv_bn_layers(model: &mut MobileNetV3) -> Vec<&mut ConvBnAct> {
+    let mut layers = vec![&mut model.stem];
+    for block in &mut model.blocks {
+        if let Some(expand) = block.expand.as_mut() {
+            layers.push(expand);
+        }
+        layers.push(&mut block.depthwise);
+        layers.push(&mut block.project);
+    }
+    layers.push(&mut model.last);
+    layers
+}
+
+/// Returns `model` (in inference mode) with every BatchNorm's running statistics averaged over
+/// training-mode passes on the frames `index`, `batch` frames at a time. Weights are unchanged.
+pub fn recalibrate_batchnorm(
+    model: &MobileNetV3,
+    frames: &FrameSet,
+    index: &[usize],
+    batch: usize,
+) -> MobileNetV3 {
+    let device = Device::flex().autodiff();
+    let mut model = model.valid().train().to_device(&device);
+    let momenta: Vec<f64> = conv_bn_layers(&mut model)
+        .iter()
+        .map(|l| l.bn.momentum)
+        .collect();
+    let [c, h, w] = frame_dims(model.in_channels(), frames.frame_len);
+    for (k, chunk) in index
+        .chunks(batch.max(2))
+        .filter(|c| c.len() > 1)
+        .enumerate()
+    {
+        for layer in conv_bn_layers(&mut model) {
+            layer.bn.momentum = 1.0 / (k as f64 + 1.0);
+        }
+        let mut data = Vec::with_capacity(chunk.len() * frames.frame_len);
+        for &i in chunk {
+            data.extend_from_slice(frames.frame(i));
+        }
+        let x = Tensor::<4>::from_data(TensorData::new(data, [chunk.len(), c, h, w]), &device);
+        let _ = model.forward(x);
+    }
+    for (layer, m) in conv_bn_layers(&mut model).into_iter().zip(momenta) {
+        layer.bn.momentum = m;
+    }
+    model.valid()
+}

@@ -1,0 +1,117 @@
+//! The whole trainer path, small: phantom cohort on disk -> build-pack recipe -> a pack the
+//! runtime verifies and runs.
+
+use pleura::engine::{Engine, TaskMode};
+use pleura::pack::Pack;
+use pleura_trainer::data::phantom::{write_cohort, PhantomOptions};
+use pleura_trainer::model::HeadKind;
+use pleura_trainer::recipe::{build_pack, BackboneInit, PackRecipe};
+use pleura_trainer::train::finetune::FinetuneTraining;
+use pleura_trainer::train::probe::HeadTraining;
+
+#[test]
+fn phantom_to_pack_to_runtime() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_cohort(
+        &data,
+        &PhantomOptions {
+            clips: 24,
+            frames: 3,
+            size: 80,
+            seed: 5,
+        },
+    )
+    .unwrap();
+    assert!(data.join("labels.csv").is_file() && data.join("montage.png").is_file());
+
+    let recipe = PackRecipe {
+        data: data.clone(),
+        size: 64,
+        stride: 1,
+        validation: 0.2,
+        test: 0.2,
+        seed: 1,
+        backbone: BackboneInit::Multitask,
+        backbone_steps: 2,
+        head: HeadTraining {
+            kind: HeadKind::Linear,
+            steps: 4,
+            batch: 16,
+            eval_every: 2,
+            ..HeadTraining::default()
+        },
+        finetune: FinetuneTraining {
+            steps: 2,
+            batch: 8,
+            eval_every: 1,
+            ..FinetuneTraining::default()
+        },
+        command: "test".into(),
+    };
+    let out = tmp.path().join("pack");
+    let reports = build_pack(&recipe, &out).unwrap();
+    assert_eq!(reports.len(), 3);
+    assert!(out.join("training.json").is_file());
+
+    let pack = Pack::load(&out).unwrap();
+    let m = &pack.manifest;
+    assert_eq!(
+        (m.input.height, m.input.width, m.backbone.feature_dim),
+        (64, 64, 576)
+    );
+    assert!(m.provenance.synthetic);
+    assert!(m.input.std > 0.0 && m.input.mean > 0.0);
+    let engine = Engine::new(&pack, true).unwrap();
+    let mut session = engine.session().unwrap();
+    let input = vec![0.0f32; engine.input_len()];
+    let r = session.infer(&input, TaskMode::AllTasks).unwrap();
+    assert!(r
+        .probabilities
+        .iter()
+        .all(|p| p.is_some_and(|p| (0.0..=1.0).contains(&p))));
+}
+
+#[test]
+fn a_dataset_with_a_missing_clip_folder_names_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_cohort(
+        &data,
+        &PhantomOptions {
+            clips: 4,
+            frames: 1,
+            size: 32,
+            seed: 0,
+        },
+    )
+    .unwrap();
+    let labels = std::fs::read_to_string(data.join("labels.csv")).unwrap();
+    let first_clip = labels
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap()
+        .to_string();
+    std::fs::remove_dir_all(data.join("clips").join(&first_clip)).unwrap();
+    let recipe = PackRecipe {
+        data,
+        size: 32,
+        stride: 1,
+        validation: 0.2,
+        test: 0.2,
+        seed: 0,
+        backbone: BackboneInit::Scratch,
+        backbone_steps: 1,
+        head: HeadTraining::default(),
+        finetune: FinetuneTraining::default(),
+        command: "test".into(),
+    };
+    let err = format!(
+        "{:#}",
+        build_pack(&recipe, &tmp.path().join("pack")).unwrap_err()
+    );
+    assert!(err.contains(&first_clip), "{err}");
+}
