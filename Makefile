@@ -7,7 +7,7 @@ DEMO := target/demo
 PACK ?= models/default
 FRAMES ?= 300
 
-.PHONY: setup build demo test lint fmt default-pack montage clean-demo
+.PHONY: setup build demo test lint fmt default-pack montage clean-demo check-onnx
 
 ## setup: check the toolchain (Rust >= 1.95 with cargo) and fetch dependencies
 setup:
@@ -56,3 +56,8 @@ montage: build
 
 clean-demo:
 	rm -rf $(DEMO)
+
+## check-onnx: cross-check a pack with onnx.checker and onnxruntime (Python peers, not the product)
+check-onnx:
+	python3 -m pip install --quiet onnx onnxruntime numpy
+	python3 tools/check_pack.py $(PACK)

@@ -1,3 +1,4 @@
 //! Evaluation: ROC AUC.
 
 pub mod auc;
+pub mod plots;

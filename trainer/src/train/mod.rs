@@ -2,9 +2,11 @@
 
 pub mod calibrate;
 pub mod finetune;
+pub mod lars;
 pub mod loss;
 pub mod multitask;
 pub mod probe;
+pub mod schedule;
 
 use burn::tensor::{Device, Tensor, TensorData};
 use rand::seq::SliceRandom;

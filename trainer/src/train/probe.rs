@@ -98,7 +98,7 @@ pub fn frame_dims(channels: usize, frame_len: usize) -> [usize; 3] {
 pub struct Standardizer {
     /// Per-feature mean.
     pub mean: Vec<f32>,
-    /// Per-feature `1 / std` (std floored at 1e-6).
+    /// Per-feature `1 / sqrt(var + VARIANCE_EPSILON)`.
     pub inv_std: Vec<f32>,
 }
 
@@ -118,7 +118,7 @@ impl Standardizer {
         let inv_std = sq
             .iter()
             .zip(&mean)
-            .map(|(q, m)| (1.0 / (q / n - m * m).max(0.0).sqrt().max(1e-6)) as f32)
+            .map(|(q, m)| (1.0 / ((q / n - m * m).max(0.0) + VARIANCE_EPSILON).sqrt()) as f32)
             .collect();
         Self {
             mean: mean.into_iter().map(|m| m as f32).collect(),
@@ -151,6 +151,11 @@ impl Standardizer {
         }
     }
 }
+
+/// Added to each feature's variance before scaling: a feature that is (nearly) constant on
+/// the training frames, such as a dead channel, must not be blown up by `1 / std` into a huge
+/// input as soon as it moves slightly on new frames.
+pub const VARIANCE_EPSILON: f64 = 1e-4;
 
 /// A head trained on standardised features.
 #[derive(Clone, Debug)]
