@@ -5,11 +5,17 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::augment::dump_views;
+use crate::data::frames::FrameSet;
 use crate::data::phantom::{write_cohort, PhantomOptions};
 use crate::model::HeadKind;
 use crate::recipe::{build_pack, BackboneInit, PackRecipe};
+use crate::ssl::SslMethod;
+use crate::tasks::STANDARD;
 use crate::train::finetune::FinetuneTraining;
+use crate::train::pretrain::{pretrain, OptimizerKind, PretrainConfig, Start};
 use crate::train::probe::HeadTraining;
+use pleura::pack::InputSpec;
 
 /// Pleura trainer: phantom data, training and model-pack export.
 #[derive(Debug, Parser)]
@@ -37,8 +43,118 @@ enum BackboneArg {
     Multitask,
 }
 
+/// SSL methods on the command line.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum MethodArg {
+    /// SimCLR (NT-Xent).
+    Simclr,
+    /// Barlow Twins.
+    Barlow,
+    /// VICReg.
+    Vicreg,
+}
+
+/// Optimisers on the command line.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum OptimizerArg {
+    /// LARS (the recipe).
+    Lars,
+    /// AdamW.
+    Adamw,
+}
+
+/// Where training runs.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum DeviceArg {
+    /// The CPU (burn's flex backend): always available.
+    Cpu,
+}
+
+#[derive(Debug, clap::Args)]
+struct PretrainArgs {
+    /// SSL method (overrides the config file).
+    #[arg(long, value_enum)]
+    method: Option<MethodArg>,
+    /// Dataset folder (labels.csv + clips/): labelled and unlabelled clips alike.
+    #[arg(long)]
+    data: PathBuf,
+    /// Run folder (config, checkpoints, loss curve, pretrained backbone).
+    #[arg(long)]
+    out: PathBuf,
+    /// TOML file with any fields of the run configuration (see `config.json` of a run).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Optimiser steps.
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Frames per step.
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Network input side in pixels.
+    #[arg(long)]
+    size: Option<usize>,
+    /// Optimiser.
+    #[arg(long, value_enum)]
+    optimizer: Option<OptimizerArg>,
+    /// Peak learning rate.
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Warm-up steps.
+    #[arg(long)]
+    warmup_steps: Option<usize>,
+    /// Steps between checkpoints.
+    #[arg(long)]
+    checkpoint_every: Option<usize>,
+    /// Seed.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Continue the run in `--out` from its last checkpoint, with its own configuration.
+    #[arg(long)]
+    resume: bool,
+    /// Write N pairs of augmented views to OUT/views/ as PNG and stop.
+    #[arg(long, value_name = "N")]
+    dump_views: Option<usize>,
+    /// Where to train.
+    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+    device: DeviceArg,
+}
+
+impl PretrainArgs {
+    /// The configuration: defaults, then the TOML file, then the options given.
+    fn config(&self) -> Result<PretrainConfig> {
+        let mut c = match &self.config {
+            Some(path) => PretrainConfig::from_toml(path)?,
+            None => PretrainConfig::default(),
+        };
+        if let Some(m) = self.method {
+            c.method = match m {
+                MethodArg::Simclr => SslMethod::Simclr,
+                MethodArg::Barlow => SslMethod::Barlow,
+                MethodArg::Vicreg => SslMethod::Vicreg,
+            };
+        }
+        if let Some(o) = self.optimizer {
+            c.optimizer = match o {
+                OptimizerArg::Lars => OptimizerKind::Lars,
+                OptimizerArg::Adamw => OptimizerKind::Adamw,
+            };
+        }
+        c.steps = self.steps.unwrap_or(c.steps);
+        c.batch = self.batch.unwrap_or(c.batch);
+        c.size = self.size.unwrap_or(c.size);
+        c.lr = self.lr.or(c.lr);
+        c.warmup_steps = self.warmup_steps.unwrap_or(c.warmup_steps);
+        c.checkpoint_every = self.checkpoint_every.unwrap_or(c.checkpoint_every);
+        c.seed = self.seed.unwrap_or(c.seed);
+        c.validate()?;
+        Ok(c)
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Self-supervised pretraining of the backbone (SimCLR, Barlow Twins or VICReg).
+    Pretrain(PretrainArgs),
     /// Write a synthetic lung-ultrasound cohort: clips/<clip>/frame_NNNN.png + labels.csv.
     Phantom {
         /// Output folder.
@@ -95,9 +211,60 @@ enum Command {
     },
 }
 
+fn run_pretrain(args: PretrainArgs) -> Result<()> {
+    let config = args.config()?;
+    let DeviceArg::Cpu = args.device;
+    if let Some(n) = args.dump_views {
+        let raw = InputSpec {
+            height: config.size,
+            width: config.size,
+            channels: 1,
+            mean: 0.0,
+            std: 1.0,
+        };
+        let frames = FrameSet::load(&args.data, &STANDARD, &raw, config.stride.max(1))?;
+        let picked: Vec<Vec<f32>> = (0..frames.len())
+            .step_by((frames.len() / n.max(1)).max(1))
+            .take(n)
+            .map(|i| frames.frame(i).to_vec())
+            .collect();
+        let dir = args.out.join("views");
+        dump_views(
+            &picked,
+            config.size,
+            config.size,
+            n,
+            &config.augment,
+            config.seed,
+            &dir,
+        )?;
+        eprintln!(
+            "wrote {n} pairs of views to {} (montage.png: original | view a | view b)",
+            dir.display()
+        );
+        return Ok(());
+    }
+    let start = if args.resume {
+        Start::Resume
+    } else {
+        Start::Fresh
+    };
+    let info = pretrain(&args.data, &args.out, &config, start, None)?;
+    eprintln!(
+        "pretrained {} for {} steps: {} (loss curve {}, backbone {})",
+        info.method,
+        info.steps,
+        args.out.display(),
+        args.out.join("loss.png").display(),
+        args.out.join("backbone.bpk").display()
+    );
+    Ok(())
+}
+
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Pretrain(args) => run_pretrain(args),
         Command::Phantom {
             out,
             clips,

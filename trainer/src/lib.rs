@@ -12,6 +12,7 @@
 //! - [`export`]: ONNX graphs and model packs.
 //! - [`recipe`]: dataset -> complete pack.
 
+pub mod augment;
 pub mod cli;
 pub mod data;
 pub mod eval;
@@ -19,5 +20,6 @@ pub mod export;
 pub mod model;
 pub mod progress;
 pub mod recipe;
+pub mod ssl;
 pub mod tasks;
 pub mod train;

@@ -85,7 +85,6 @@ impl Optimizer for Lars {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::module::Module;
     use burn::nn::{Linear, LinearConfig};
     use burn::optim::GradientsParams;
     use burn::tensor::TensorData;
@@ -94,13 +93,7 @@ mod tests {
     fn trust_ratio_bounds_the_relative_update() {
         let device = Device::flex().autodiff();
         let layer: Linear = LinearConfig::new(4, 3).init(&device);
-        let before = layer
-            .weight
-            .val()
-            .into_data()
-            .convert::<f32>()
-            .into_vec::<f32>()
-            .unwrap();
+        let before = crate::train::to_vec(layer.weight.val());
         let x = Tensor::<2>::from_data(TensorData::new(vec![100.0f32; 8], [2, 4]), &device);
         let loss = layer.forward(x).sum();
         let grads = GradientsParams::from_grads(loss.backward(), &layer);
@@ -110,13 +103,7 @@ mod tests {
             eta: 0.01,
         };
         let layer = cfg.init().step(1.0, layer, grads);
-        let after = layer
-            .weight
-            .val()
-            .into_data()
-            .convert::<f32>()
-            .into_vec::<f32>()
-            .unwrap();
+        let after = crate::train::to_vec(layer.weight.val());
         // One step with lr 1 moves the weight by exactly eta * |w| whatever the gradient's scale.
         let delta: f64 = before
             .iter()

@@ -1,10 +1,12 @@
 //! Supervised training: heads on frozen features ([`probe`]) and whole networks ([`finetune`]).
 
 pub mod calibrate;
+pub mod collapse;
 pub mod finetune;
 pub mod lars;
 pub mod loss;
 pub mod multitask;
+pub mod pretrain;
 pub mod probe;
 pub mod schedule;
 
