@@ -6,6 +6,17 @@ RELEASE := target/release
 DEMO := target/demo
 PACK ?= models/default
 FRAMES ?= 300
+# Short self-supervised pretraining that fits a 2-core CPU in a few minutes. AdamW rather than
+# the recipe's LARS: LARS's trust ratio makes tiny steps at batch 32, which needs long runs.
+PRETRAIN_ARGS ?= --method simclr --steps 300 --warmup-steps 30 --optimizer adamw --seed 0
+
+# $(call ssl_pack,DATA,RUN,PACK): phantom cohort -> SimCLR pretraining -> heads + per-task networks -> pack
+define ssl_pack
+	rm -rf $(1) $(2) $(3)
+	$(RELEASE)/pleura-train phantom --out $(1) --clips 96 --frames 12 --seed 0
+	$(RELEASE)/pleura-train pretrain --data $(1) --out $(2) $(PRETRAIN_ARGS)
+	$(RELEASE)/pleura-train build-pack --data $(1) --pretrained $(2) --out $(3) --seed 0
+endef
 
 .PHONY: setup build demo test lint fmt default-pack montage clean-demo check-onnx
 
@@ -19,11 +30,10 @@ setup:
 build: setup
 	$(CARGO) build --release --locked --workspace
 
-## demo: phantom data -> shared backbone + heads + per-task networks -> pack -> live run with latency report
+## demo: phantom data -> SSL pretraining -> heads + per-task networks -> pack -> live run with latency report
 demo: build
-	rm -rf $(DEMO) && mkdir -p $(DEMO)
-	$(RELEASE)/pleura-train phantom --out $(DEMO)/data --clips 96 --frames 12 --seed 0
-	$(RELEASE)/pleura-train build-pack --data $(DEMO)/data --out $(DEMO)/pack --seed 0
+	mkdir -p $(DEMO)
+	$(call ssl_pack,$(DEMO)/data,$(DEMO)/pretrain,$(DEMO)/pack)
 	$(RELEASE)/pleura info $(DEMO)/pack
 	$(RELEASE)/pleura run --pack $(DEMO)/pack --source phantom:1 --frames $(FRAMES) \
 		--output $(DEMO)/run.jsonl --summary $(DEMO)/summary.json
@@ -44,10 +54,7 @@ fmt:
 
 ## default-pack: rebuild models/default from phantom data (the command recorded in its manifest)
 default-pack: build
-	rm -rf target/default-pack-data
-	$(RELEASE)/pleura-train phantom --out target/default-pack-data --clips 96 --frames 12 --seed 0
-	rm -rf $(PACK)
-	$(RELEASE)/pleura-train build-pack --data target/default-pack-data --out $(PACK) --seed 0
+	$(call ssl_pack,target/default-pack/data,target/default-pack/pretrain,$(PACK))
 	$(RELEASE)/pleura info $(PACK)
 
 ## montage: regenerate the README's phantom sample montage

@@ -44,6 +44,20 @@ pub struct InputSpec {
     pub std: f32,
 }
 
+impl InputSpec {
+    /// A single-channel `height x width` input scaled to `[0, 1]` only (mean 0, std 1): the
+    /// form training data is loaded in before its own normalisation is measured.
+    pub fn unnormalised(height: usize, width: usize) -> InputSpec {
+        InputSpec {
+            height,
+            width,
+            channels: 1,
+            mean: 0.0,
+            std: 1.0,
+        }
+    }
+}
+
 /// An ONNX file of the pack and its checksum.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

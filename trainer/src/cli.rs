@@ -190,6 +190,9 @@ enum Command {
         /// Where the shared backbone comes from.
         #[arg(long, value_enum, default_value_t = BackboneArg::Multitask)]
         backbone: BackboneArg,
+        /// Use the backbone of this finished `pretrain` run (overrides --backbone).
+        #[arg(long, value_name = "RUN")]
+        pretrained: Option<PathBuf>,
         /// Optimiser steps of the multi-task backbone.
         #[arg(long, default_value_t = 200)]
         backbone_steps: usize,
@@ -215,13 +218,7 @@ fn run_pretrain(args: PretrainArgs) -> Result<()> {
     let config = args.config()?;
     let DeviceArg::Cpu = args.device;
     if let Some(n) = args.dump_views {
-        let raw = InputSpec {
-            height: config.size,
-            width: config.size,
-            channels: 1,
-            mean: 0.0,
-            std: 1.0,
-        };
+        let raw = InputSpec::unnormalised(config.size, config.size);
         let frames = FrameSet::load(&args.data, &STANDARD, &raw, config.stride.max(1))?;
         let picked: Vec<Vec<f32>> = (0..frames.len())
             .step_by((frames.len() / n.max(1)).max(1))
@@ -293,6 +290,7 @@ pub fn run(cli: Cli) -> Result<()> {
             size,
             stride,
             backbone,
+            pretrained,
             backbone_steps,
             head,
             head_steps,
@@ -311,9 +309,10 @@ pub fn run(cli: Cli) -> Result<()> {
                 validation: 0.2,
                 test: 0.2,
                 seed,
-                backbone: match backbone {
-                    BackboneArg::Scratch => BackboneInit::Scratch,
-                    BackboneArg::Multitask => BackboneInit::Multitask,
+                backbone: match (pretrained, backbone) {
+                    (Some(run), _) => BackboneInit::Pretrained(run),
+                    (None, BackboneArg::Scratch) => BackboneInit::Scratch,
+                    (None, BackboneArg::Multitask) => BackboneInit::Multitask,
                 },
                 backbone_steps,
                 head: HeadTraining {

@@ -19,32 +19,37 @@ use crate::data::frames::FrameSet;
 use crate::data::split::{by_patient, Part};
 use crate::eval::auc::roc_auc;
 use crate::export::pack::{write_pack, PackExport, TaskExport};
-use crate::model::{FullNetworkConfig, MobileNetV3Config};
+use crate::model::{FullNetwork, FullNetworkConfig, HeadConfig, MobileNetV3Config};
 use crate::tasks::{TaskDef, STANDARD};
 use crate::train::calibrate::recalibrate_batchnorm;
 use crate::train::finetune::{finetune, network_scores, FinetuneTraining};
 use crate::train::multitask::train_shared_backbone;
+use crate::train::pretrain::{load_backbone, load_backbone_on};
 use crate::train::probe::{extract_features, train_probe, HeadTraining};
 use crate::train::Labelled;
 
 /// Where the shared backbone comes from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BackboneInit {
     /// Seeded random weights, BatchNorm statistics measured on training frames, frozen.
     Scratch,
     /// Trained with every task's labels at once (supervised), then frozen.
     Multitask,
+    /// The backbone of a finished `pleura-train pretrain` run (self-supervised), frozen; its
+    /// normalisation is kept, and the per-task networks are fine-tuned from it.
+    Pretrained(PathBuf),
 }
 
 impl BackboneInit {
     /// Text for the manifest's provenance.
-    pub fn describe(self) -> &'static str {
+    pub fn describe(&self) -> String {
         match self {
             BackboneInit::Scratch => {
-                "scratch (seeded random initialisation, BatchNorm statistics recalibrated on training frames, frozen)"
+                "scratch (seeded random initialisation, BatchNorm statistics recalibrated on training frames, frozen)".into()
             }
-            BackboneInit::Multitask => "supervised multi-task training on the pack's training split, then frozen",
+            BackboneInit::Multitask => "supervised multi-task training on the pack's training split, then frozen".into(),
+            BackboneInit::Pretrained(run) => format!("self-supervised pretraining run {}, frozen", run.display()),
         }
     }
 }
@@ -74,6 +79,15 @@ pub struct PackRecipe {
     pub finetune: FinetuneTraining,
     /// Command line, recorded in the manifest.
     pub command: String,
+}
+
+/// `true` when `data` was written by the phantom generator (its `dataset.json` says so).
+fn is_synthetic(data: &Path) -> bool {
+    std::fs::read_to_string(data.join(crate::data::phantom::DATASET_INFO))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| v["synthetic"].as_bool())
+        .unwrap_or(false)
 }
 
 /// Examples of task `t` among `frames` in `part`.
@@ -110,19 +124,33 @@ pub struct TaskReport {
 /// Runs the recipe and writes the pack to `out`. Returns the per-task report.
 pub fn build_pack(recipe: &PackRecipe, out: &Path) -> Result<Vec<TaskReport>> {
     let tasks: &[TaskDef] = &STANDARD;
-    let raw = InputSpec {
-        height: recipe.size,
-        width: recipe.size,
-        channels: 1,
-        mean: 0.0,
-        std: 1.0,
-    };
+    let raw = InputSpec::unnormalised(recipe.size, recipe.size);
     let mut frames = FrameSet::load(&recipe.data, tasks, &raw, recipe.stride)?;
     let parts = by_patient(&frames.clips, recipe.validation, recipe.test, recipe.seed)?;
     let train_frames: Vec<usize> = (0..frames.len())
         .filter(|&i| parts[frames.frame_clip[i]] == Part::Train)
         .collect();
-    let (mean, std) = frames.stats(&train_frames);
+    let pretrained = match &recipe.backbone {
+        BackboneInit::Pretrained(run) => {
+            let (model, info) = load_backbone(run)?;
+            ensure!(
+                (info.input.height, info.input.width) == (recipe.size, recipe.size),
+                "{}: the backbone was pretrained at {}x{}, the pack asks for {}x{} (--size)",
+                run.display(),
+                info.input.width,
+                info.input.height,
+                recipe.size,
+                recipe.size
+            );
+            Some((model, info))
+        }
+        _ => None,
+    };
+    // A pretrained backbone keeps the normalisation it was trained with.
+    let (mean, std) = match &pretrained {
+        Some((_, info)) => (info.input.mean, info.input.std),
+        None => frames.stats(&train_frames),
+    };
     frames.normalise(mean, std);
     let input = InputSpec { mean, std, ..raw };
     log::info!(
@@ -133,7 +161,7 @@ pub fn build_pack(recipe: &PackRecipe, out: &Path) -> Result<Vec<TaskReport>> {
 
     let plain = Device::flex();
     let backbone_config = MobileNetV3Config::small().with_seed(recipe.seed);
-    let backbone = match recipe.backbone {
+    let backbone = match &recipe.backbone {
         BackboneInit::Scratch => {
             // BatchNorm statistics measured on (unlabelled) training frames.
             let calibration: Vec<usize> = train_frames
@@ -150,6 +178,10 @@ pub fn build_pack(recipe: &PackRecipe, out: &Path) -> Result<Vec<TaskReport>> {
             };
             train_shared_backbone(&backbone_config, tasks.len(), &frames, &train_frames, &opts)
         }
+        BackboneInit::Pretrained(_) => match &pretrained {
+            Some((model, _)) => model.clone(),
+            None => unreachable!("loaded above"),
+        },
     };
     let dim = backbone.feature_dim();
     let features = extract_features(&backbone, &frames, 64, &plain);
@@ -176,13 +208,23 @@ pub fn build_pack(recipe: &PackRecipe, out: &Path) -> Result<Vec<TaskReport>> {
             &test.positive,
         );
 
-        let net = FullNetworkConfig::new(
-            backbone_config
-                .clone()
-                .with_seed(recipe.seed + 100 + t as u64),
-            recipe.head.kind,
-        )
-        .init(&plain.clone().autodiff());
+        let net = match &recipe.backbone {
+            // Fine-tune from the pretrained backbone (the paper's full fine-tuning), loaded
+            // afresh for each task so the networks share no parameters.
+            BackboneInit::Pretrained(run) => FullNetwork::new(
+                load_backbone_on(run, &plain.clone().autodiff())?.0,
+                HeadConfig::new(recipe.head.kind, dim)
+                    .with_seed(recipe.seed + 200 + t as u64)
+                    .init(&plain.clone().autodiff()),
+            ),
+            _ => FullNetworkConfig::new(
+                backbone_config
+                    .clone()
+                    .with_seed(recipe.seed + 100 + t as u64),
+                recipe.head.kind,
+            )
+            .init(&plain.clone().autodiff()),
+        };
         let ft_opts = FinetuneTraining {
             seed: recipe.seed + t as u64,
             ..recipe.finetune.clone()
@@ -228,16 +270,25 @@ pub fn build_pack(recipe: &PackRecipe, out: &Path) -> Result<Vec<TaskReport>> {
         });
     }
 
+    let synthetic = is_synthetic(&recipe.data);
+    let mut seeds: BTreeMap<String, u64> = [("split_init_batches".to_string(), recipe.seed)].into();
+    let backbone_init = match (&recipe.backbone, &pretrained) {
+        (BackboneInit::Pretrained(run), Some((_, info))) => {
+            seeds.insert("pretrain".into(), info.backbone.seed);
+            format!(
+                "{} self-supervised pretraining, {} steps (run {}; its config.json has the settings), frozen",
+                info.method,
+                info.steps,
+                run.display()
+            )
+        }
+        (init, _) => init.describe(),
+    };
     let provenance = Provenance {
-        data: format!(
-            "{} (synthetic phantom: labels.csv + clips/)",
-            recipe.data.display()
-        ),
-        synthetic: true,
-        backbone_init: recipe.backbone.describe().into(),
-        seeds: [("split_init_batches".to_string(), recipe.seed)]
-            .into_iter()
-            .collect(),
+        data: recipe.data.display().to_string(),
+        synthetic,
+        backbone_init,
+        seeds,
         command: recipe.command.clone(),
         created_by: format!("pleura-train {}", env!("CARGO_PKG_VERSION")),
         metrics,
@@ -246,10 +297,20 @@ pub fn build_pack(recipe: &PackRecipe, out: &Path) -> Result<Vec<TaskReport>> {
     write_pack(
         out,
         &PackExport {
-            name: "pleura-default-phantom".into(),
-            description: "MobileNetV3-Small backbone and view / A-B-lines / effusion heads trained on \
-                          synthetic phantom frames only: for testing the runtime, not for clinical use."
-                .into(),
+            name: out
+                .file_name()
+                .map_or("pleura-pack".into(), |n| n.to_string_lossy().into_owned()),
+            description: if synthetic {
+                "MobileNetV3-Small backbone and view / A-B-lines / effusion heads trained on synthetic \
+                 phantom frames only: for testing the runtime, not for clinical use."
+                    .into()
+            } else {
+                format!(
+                    "MobileNetV3-Small backbone and view / A-B-lines / effusion heads trained on {}: \
+                     research use, not a medical device.",
+                    recipe.data.display()
+                )
+            },
             input,
             backbone: backbone.fold(),
             architecture: "mobilenet_v3_small".into(),

@@ -115,3 +115,77 @@ fn a_dataset_with_a_missing_clip_folder_names_it() {
     );
     assert!(err.contains(&first_clip), "{err}");
 }
+
+#[test]
+fn a_pretrained_run_becomes_the_shared_backbone_and_the_fine_tuning_start() {
+    use pleura_trainer::train::pretrain::{pretrain, OptimizerKind, PretrainConfig, Start};
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_cohort(
+        &data,
+        &PhantomOptions {
+            clips: 24,
+            frames: 2,
+            size: 64,
+            seed: 5,
+        },
+    )
+    .unwrap();
+    let run = tmp.path().join("run");
+    let config = PretrainConfig {
+        size: 64,
+        batch: 4,
+        steps: 2,
+        warmup_steps: 1,
+        projector: vec![16, 8],
+        optimizer: OptimizerKind::Adamw,
+        seed: 1,
+        ..PretrainConfig::default()
+    };
+    pretrain(&data, &run, &config, Start::Fresh, None).unwrap();
+    let recipe = PackRecipe {
+        data,
+        size: 64,
+        stride: 1,
+        validation: 0.2,
+        test: 0.2,
+        seed: 1,
+        backbone: BackboneInit::Pretrained(run.clone()),
+        backbone_steps: 0,
+        head: HeadTraining {
+            kind: HeadKind::Linear,
+            steps: 2,
+            batch: 8,
+            eval_every: 1,
+            ..HeadTraining::default()
+        },
+        finetune: FinetuneTraining {
+            steps: 2,
+            batch: 4,
+            eval_every: 1,
+            ..FinetuneTraining::default()
+        },
+        command: "test".into(),
+    };
+    let out = tmp.path().join("pack");
+    build_pack(&recipe, &out).unwrap();
+    let pack = Pack::load(&out).unwrap();
+    assert!(
+        pack.manifest.provenance.backbone_init.contains("simclr"),
+        "{}",
+        pack.manifest.provenance.backbone_init
+    );
+    // The pack keeps the normalisation the backbone was pretrained with.
+    let (_, info) = pleura_trainer::train::pretrain::load_backbone(&run).unwrap();
+    assert_eq!(
+        (pack.manifest.input.mean, pack.manifest.input.std),
+        (info.input.mean, info.input.std)
+    );
+
+    // A size that does not match the pretrained backbone is refused, naming both sizes.
+    let err = format!(
+        "{:#}",
+        build_pack(&PackRecipe { size: 96, ..recipe }, &tmp.path().join("p2")).unwrap_err()
+    );
+    assert!(err.contains("64x64") && err.contains("96x96"), "{err}");
+}

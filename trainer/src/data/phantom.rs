@@ -10,6 +10,9 @@ use crate::data::labels::{self, ClipLabels};
 use crate::progress;
 use crate::tasks::STANDARD;
 
+/// File in a dataset folder describing where the data came from.
+pub const DATASET_INFO: &str = "dataset.json";
+
 /// What to generate.
 #[derive(Clone, Debug)]
 pub struct PhantomOptions {
@@ -63,6 +66,16 @@ pub fn write_cohort(out: &Path, opts: &PhantomOptions) -> Result<()> {
     bar.finish_and_clear();
     labels::write(&out.join("labels.csv"), &STANDARD, &rows)?;
     write_png(&montage(&firsts, 4)?, &out.join("montage.png"))?;
+    let info = serde_json::json!({
+        "source": "pleura phantom (synthetic lung ultrasound)",
+        "synthetic": true,
+        "generator": format!("pleura {}", env!("CARGO_PKG_VERSION")),
+        "clips": opts.clips, "frames": opts.frames, "size": opts.size, "seed": opts.seed,
+    });
+    pleura::fsutil::write_atomic(
+        &out.join(DATASET_INFO),
+        serde_json::to_string_pretty(&info)?.as_bytes(),
+    )?;
     log::info!(
         "wrote {} clips x {} frames to {}",
         opts.clips,

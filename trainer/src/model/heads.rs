@@ -7,13 +7,13 @@
 
 use burn::config::Config;
 use burn::module::Module;
-use burn::nn::{Linear, LinearConfig};
+use burn::nn::Linear;
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::model::folded::{FoldedBackbone, FoldedHead, FoldedLinear};
-use crate::model::init::{random_param, to_vec, Draw, SeedStream};
+use crate::model::init::{to_vec, torch_linear, SeedStream};
 use crate::model::mobilenet_v3::MobileNetV3;
 use crate::model::spec::MobileNetV3Config;
 
@@ -66,27 +66,6 @@ pub struct HeadConfig {
     pub seed: u64,
 }
 
-/// A dense layer initialised like PyTorch's `nn.Linear`: weight and bias uniform on
-/// `[-1/sqrt(in), 1/sqrt(in)]`.
-fn dense(d_in: usize, d_out: usize, seeds: &mut SeedStream, device: &Device) -> Linear {
-    let mut linear = LinearConfig::new(d_in, d_out).init(device);
-    let bound = 1.0 / (d_in as f64).sqrt();
-    // burn's default (row) layout stores the weight as [d_in, d_out].
-    linear.weight = random_param(
-        [d_in, d_out],
-        Draw::Uniform { bound },
-        seeds.next_seed(),
-        device,
-    );
-    linear.bias = Some(random_param(
-        [d_out],
-        Draw::Uniform { bound },
-        seeds.next_seed(),
-        device,
-    ));
-    linear
-}
-
 fn fold_dense(linear: &Linear) -> FoldedLinear {
     // burn stores [in, out]; the folded form is [out, in].
     let weight = linear.weight.val();
@@ -113,13 +92,19 @@ impl HeadConfig {
         match self.kind {
             HeadKind::Linear => Head {
                 hidden: None,
-                output: dense(self.in_features, 1, &mut seeds, device),
+                output: torch_linear(self.in_features, 1, true, &mut seeds, device),
             },
             HeadKind::Mlp { hidden } => {
                 assert!(hidden > 0, "the MLP head needs a hidden layer");
                 Head {
-                    hidden: Some(dense(self.in_features, hidden, &mut seeds, device)),
-                    output: dense(hidden, 1, &mut seeds, device),
+                    hidden: Some(torch_linear(
+                        self.in_features,
+                        hidden,
+                        true,
+                        &mut seeds,
+                        device,
+                    )),
+                    output: torch_linear(hidden, 1, true, &mut seeds, device),
                 }
             }
         }

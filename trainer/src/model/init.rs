@@ -11,6 +11,7 @@
 //! access orders and backends.
 
 use burn::module::{Param, ParamId};
+use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Device, Shape, Tensor, TensorData};
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
@@ -127,6 +128,35 @@ pub(crate) fn zeros_param<const D: usize>(dims: [usize; D], device: &Device) -> 
         true,
         Shape::new(dims),
     )
+}
+
+/// A dense layer initialised like PyTorch's `nn.Linear`: weight (and bias) uniform on
+/// `[-1/sqrt(in), 1/sqrt(in)]`, drawn from `seeds`.
+pub(crate) fn torch_linear(
+    d_in: usize,
+    d_out: usize,
+    bias: bool,
+    seeds: &mut SeedStream,
+    device: &Device,
+) -> Linear {
+    let mut linear = LinearConfig::new(d_in, d_out).with_bias(bias).init(device);
+    let bound = 1.0 / (d_in as f64).sqrt();
+    // burn's default (row) layout stores the weight as [d_in, d_out].
+    linear.weight = random_param(
+        [d_in, d_out],
+        Draw::Uniform { bound },
+        seeds.next_seed(),
+        device,
+    );
+    if bias {
+        linear.bias = Some(random_param(
+            [d_out],
+            Draw::Uniform { bound },
+            seeds.next_seed(),
+            device,
+        ));
+    }
+    linear
 }
 
 /// Read a float tensor back to the host as `f32` values (row-major).

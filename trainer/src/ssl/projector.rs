@@ -8,11 +8,11 @@
 
 use burn::config::Config;
 use burn::module::Module;
-use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig};
+use burn::nn::{BatchNorm, BatchNormConfig, Linear};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
-use crate::model::init::{random_param, Draw, SeedStream};
+use crate::model::init::{torch_linear, SeedStream};
 
 /// Seed domain of projector parameters (see `model/init.rs`), distinct from the backbone's and
 /// the heads'.
@@ -43,29 +43,6 @@ pub struct ProjectorConfig {
     pub bn_momentum: f64,
 }
 
-/// A dense layer initialised like PyTorch's `nn.Linear`: weight (and bias) uniform on
-/// `[-1/sqrt(in), 1/sqrt(in)]`, drawn from `seeds`.
-fn dense(d_in: usize, d_out: usize, bias: bool, seeds: &mut SeedStream, device: &Device) -> Linear {
-    let mut linear = LinearConfig::new(d_in, d_out).with_bias(bias).init(device);
-    let bound = 1.0 / (d_in as f64).sqrt();
-    // burn's default (row) layout stores the weight as [d_in, d_out].
-    linear.weight = random_param(
-        [d_in, d_out],
-        Draw::Uniform { bound },
-        seeds.next_seed(),
-        device,
-    );
-    if bias {
-        linear.bias = Some(random_param(
-            [d_out],
-            Draw::Uniform { bound },
-            seeds.next_seed(),
-            device,
-        ));
-    }
-    linear
-}
-
 impl ProjectorConfig {
     /// Build the projector on `device`: dense layers with PyTorch's default `nn.Linear`
     /// initialisation (values fixed by [`Self::seed`]), BatchNorm weight 1, bias 0, running
@@ -93,7 +70,7 @@ impl ProjectorConfig {
         let mut blocks = Vec::with_capacity(inner.len());
         for &d_out in inner {
             blocks.push(ProjectorBlock {
-                linear: dense(d_in, d_out, true, &mut seeds, device),
+                linear: torch_linear(d_in, d_out, true, &mut seeds, device),
                 bn: BatchNormConfig::new(d_out)
                     .with_epsilon(self.bn_epsilon)
                     .with_momentum(self.bn_momentum)
@@ -103,7 +80,7 @@ impl ProjectorConfig {
         }
         Projector {
             blocks,
-            output: dense(d_in, *last, false, &mut seeds, device),
+            output: torch_linear(d_in, *last, false, &mut seeds, device),
         }
     }
 }

@@ -234,6 +234,13 @@ pub struct PretrainedBackbone {
 
 /// Loads the backbone a finished run wrote (inference mode, on the flex CPU device).
 pub fn load_backbone(run: &Path) -> Result<(MobileNetV3, PretrainedBackbone)> {
+    let (model, info) = load_backbone_on(run, &Device::flex())?;
+    Ok((model.valid(), info))
+}
+
+/// Loads the backbone a finished run wrote onto `device` (an autodiff device gives a model
+/// ready for fine-tuning).
+pub fn load_backbone_on(run: &Path, device: &Device) -> Result<(MobileNetV3, PretrainedBackbone)> {
     let info_path = run.join("backbone.json");
     let info: PretrainedBackbone = serde_json::from_str(
         &fs::read_to_string(&info_path)
@@ -246,7 +253,7 @@ pub fn load_backbone(run: &Path) -> Result<(MobileNetV3, PretrainedBackbone)> {
         .with_context(|| format!("reading {}", weights.display()))?;
     let model = info
         .backbone
-        .init(&Device::flex())
+        .init(device)
         .try_load_record(record)
         .map_err(|e| anyhow::anyhow!("{e}"))
         .with_context(|| {
@@ -256,7 +263,7 @@ pub fn load_backbone(run: &Path) -> Result<(MobileNetV3, PretrainedBackbone)> {
                 info_path.display()
             )
         })?;
-    Ok((model.valid(), info))
+    Ok((model, info))
 }
 
 /// One row of `loss.csv`.
@@ -455,13 +462,7 @@ pub fn pretrain(
             saved
         }
     };
-    let raw = InputSpec {
-        height: config.size,
-        width: config.size,
-        channels: 1,
-        mean: 0.0,
-        std: 1.0,
-    };
+    let raw = InputSpec::unnormalised(config.size, config.size);
     let frames = FrameSet::load(data, &STANDARD, &raw, config.stride)?;
     let parts = by_patient(&frames.clips, config.validation, config.test, config.seed)?;
     let index: Vec<usize> = (0..frames.len())
