@@ -24,6 +24,10 @@ endef
 setup:
 	@command -v $(CARGO) >/dev/null || { echo "error: cargo not found: install Rust 1.95 or newer (rustup.rs)"; exit 1; }
 	@$(CARGO) --version
+	@# Plot labels (loss curves, ROC curves) are drawn with DejaVu Sans.
+	@test -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then apt-get update -qq && apt-get install -y -qq fonts-dejavu-core; \
+		else echo "warning: install fonts-dejavu-core (or set PLEURA_FONT) for plot labels"; fi; }
 	$(CARGO) fetch --locked
 
 ## build: the runtime (pleura) and the trainer (pleura-train)

@@ -124,6 +124,18 @@ pub struct TaskReport {
 /// Runs the recipe and writes the pack to `out`. Returns the per-task report.
 pub fn build_pack(recipe: &PackRecipe, out: &Path) -> Result<Vec<TaskReport>> {
     let tasks: &[TaskDef] = &STANDARD;
+    ensure!(
+        recipe.size >= 32,
+        "--size must be at least 32 pixels (MobileNetV3 downsamples 32x), got {}",
+        recipe.size
+    );
+    ensure!(
+        recipe.head.steps > 0
+            && recipe.head.batch > 0
+            && recipe.finetune.steps > 0
+            && recipe.finetune.batch > 0,
+        "training steps and batch sizes must be positive"
+    );
     let raw = InputSpec::unnormalised(recipe.size, recipe.size);
     let mut frames = FrameSet::load(&recipe.data, tasks, &raw, recipe.stride)?;
     let parts = by_patient(&frames.clips, recipe.validation, recipe.test, recipe.seed)?;

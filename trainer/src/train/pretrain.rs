@@ -392,33 +392,41 @@ fn write_log(run: &Path, log: &[LogRow]) -> Result<()> {
         &w.into_inner().context("encoding loss.csv")?,
     )?;
     if log.len() >= 2 {
-        let series = |f: fn(&LogRow) -> f64| log.iter().map(|r| (r.step as f64, f(r))).collect();
-        line_chart(
-            &run.join("loss"),
-            &Chart {
-                title: "self-supervised loss",
-                x_label: "step",
-                y_label: "loss",
-            },
-            &[Series {
-                name: "loss",
-                points: series(|r| r.loss),
-            }],
-        )?;
-        line_chart(
-            &run.join("collapse"),
-            &Chart {
-                title: "collapse monitor",
-                x_label: "step",
-                y_label: "effective rank",
-            },
-            &[Series {
-                name: "effective rank",
-                points: series(|r| r.effective_rank),
-            }],
-        )?;
+        // A plot that cannot be drawn (no font, say) must not end a training run: the CSV
+        // above holds the same numbers.
+        if let Err(err) = plot_log(run, log) {
+            log::warn!("loss curves not drawn: {err:#}");
+        }
     }
     Ok(())
+}
+
+fn plot_log(run: &Path, log: &[LogRow]) -> Result<()> {
+    let series = |f: fn(&LogRow) -> f64| log.iter().map(|r| (r.step as f64, f(r))).collect();
+    line_chart(
+        &run.join("loss"),
+        &Chart {
+            title: "self-supervised loss",
+            x_label: "step",
+            y_label: "loss",
+        },
+        &[Series {
+            name: "loss",
+            points: series(|r| r.loss),
+        }],
+    )?;
+    line_chart(
+        &run.join("collapse"),
+        &Chart {
+            title: "collapse monitor",
+            x_label: "step",
+            y_label: "effective rank",
+        },
+        &[Series {
+            name: "effective rank",
+            points: series(|r| r.effective_rank),
+        }],
+    )
 }
 
 /// Runs (or resumes) pretraining on the dataset folder `data`, writing into `run`.
