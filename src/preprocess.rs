@@ -196,13 +196,7 @@ mod tests {
     use super::*;
 
     fn spec(width: usize, height: usize) -> InputSpec {
-        InputSpec {
-            height,
-            width,
-            channels: 1,
-            mean: 0.0,
-            std: 1.0,
-        }
+        InputSpec::unnormalised(height, width)
     }
 
     fn run(p: &mut Preprocessor, img: &GreyImage) -> Vec<f32> {

@@ -242,15 +242,9 @@ pub fn load_backbone(run: &Path) -> Result<(MobileNetV3, PretrainedBackbone)> {
 /// ready for fine-tuning).
 pub fn load_backbone_on(run: &Path, device: &Device) -> Result<(MobileNetV3, PretrainedBackbone)> {
     let info_path = run.join("backbone.json");
-    let info: PretrainedBackbone = serde_json::from_str(
-        &fs::read_to_string(&info_path)
-            .with_context(|| format!("reading {}", info_path.display()))?,
-    )
-    .with_context(|| format!("parsing {}", info_path.display()))?;
+    let info: PretrainedBackbone = read_json(&info_path)?;
     let weights = run.join("backbone.bpk");
-    let record = ModuleRecord::load(&weights)
-        .map_err(|e| anyhow::anyhow!("{e}"))
-        .with_context(|| format!("reading {}", weights.display()))?;
+    let record = read_record(&weights)?;
     let model = info
         .backbone
         .init(device)
@@ -264,6 +258,19 @@ pub fn load_backbone_on(run: &Path, device: &Device) -> Result<(MobileNetV3, Pre
             )
         })?;
     Ok((model, info))
+}
+
+/// Reads and parses a JSON file, naming it in errors.
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// Reads a burnpack module record, naming the file in errors.
+fn read_record(path: &Path) -> Result<ModuleRecord> {
+    ModuleRecord::load(path)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .with_context(|| format!("reading {}", path.display()))
 }
 
 /// One row of `loss.csv`.
@@ -358,15 +365,9 @@ fn read_checkpoint(
     })?;
     let dir = run.join("checkpoints").join(name.trim());
     let state_path = dir.join("state.json");
-    let state: CheckpointState = serde_json::from_str(
-        &fs::read_to_string(&state_path)
-            .with_context(|| format!("reading {}", state_path.display()))?,
-    )
-    .with_context(|| format!("parsing {}", state_path.display()))?;
+    let state: CheckpointState = read_json(&state_path)?;
     let model_path = dir.join("model.bpk");
-    let record = ModuleRecord::load(&model_path)
-        .map_err(|e| anyhow::anyhow!("{e}"))
-        .with_context(|| format!("reading {}", model_path.display()))?;
+    let record = read_record(&model_path)?;
     let net = net
         .try_load_record(record)
         .map_err(|e| anyhow::anyhow!("{e}"))
@@ -456,11 +457,7 @@ pub fn pretrain(
         }
         Start::Resume => {
             let path = run.join("config.json");
-            let saved: PretrainConfig = serde_json::from_str(
-                &fs::read_to_string(&path)
-                    .with_context(|| format!("reading {}", path.display()))?,
-            )
-            .with_context(|| format!("parsing {}", path.display()))?;
+            let saved: PretrainConfig = read_json(&path)?;
             if saved != *config {
                 log::warn!(
                     "resuming with the run's own {} (options given now are ignored)",
