@@ -8,6 +8,35 @@ use pleura_trainer::model::HeadKind;
 use pleura_trainer::recipe::{build_pack, BackboneInit, PackRecipe};
 use pleura_trainer::train::finetune::FinetuneTraining;
 use pleura_trainer::train::probe::HeadTraining;
+use std::path::PathBuf;
+
+/// A recipe small enough for a test: tiny steps and batches, linear heads.
+fn tiny_recipe(data: PathBuf, size: usize, backbone: BackboneInit) -> PackRecipe {
+    PackRecipe {
+        data,
+        size,
+        stride: 1,
+        validation: 0.2,
+        test: 0.2,
+        seed: 1,
+        backbone,
+        backbone_steps: 2,
+        head: HeadTraining {
+            kind: HeadKind::Linear,
+            steps: 4,
+            batch: 8,
+            eval_every: 2,
+            ..HeadTraining::default()
+        },
+        finetune: FinetuneTraining {
+            steps: 2,
+            batch: 4,
+            eval_every: 1,
+            ..FinetuneTraining::default()
+        },
+        command: "test".into(),
+    }
+}
 
 #[test]
 fn phantom_to_pack_to_runtime() {
@@ -25,30 +54,7 @@ fn phantom_to_pack_to_runtime() {
     .unwrap();
     assert!(data.join("labels.csv").is_file() && data.join("montage.png").is_file());
 
-    let recipe = PackRecipe {
-        data: data.clone(),
-        size: 64,
-        stride: 1,
-        validation: 0.2,
-        test: 0.2,
-        seed: 1,
-        backbone: BackboneInit::Multitask,
-        backbone_steps: 2,
-        head: HeadTraining {
-            kind: HeadKind::Linear,
-            steps: 4,
-            batch: 16,
-            eval_every: 2,
-            ..HeadTraining::default()
-        },
-        finetune: FinetuneTraining {
-            steps: 2,
-            batch: 8,
-            eval_every: 1,
-            ..FinetuneTraining::default()
-        },
-        command: "test".into(),
-    };
+    let recipe = tiny_recipe(data.clone(), 64, BackboneInit::Multitask);
     let out = tmp.path().join("pack");
     let reports = build_pack(&recipe, &out).unwrap();
     assert_eq!(reports.len(), 3);
@@ -96,19 +102,7 @@ fn a_dataset_with_a_missing_clip_folder_names_it() {
         .unwrap()
         .to_string();
     std::fs::remove_dir_all(data.join("clips").join(&first_clip)).unwrap();
-    let recipe = PackRecipe {
-        data,
-        size: 32,
-        stride: 1,
-        validation: 0.2,
-        test: 0.2,
-        seed: 0,
-        backbone: BackboneInit::Scratch,
-        backbone_steps: 1,
-        head: HeadTraining::default(),
-        finetune: FinetuneTraining::default(),
-        command: "test".into(),
-    };
+    let recipe = tiny_recipe(data, 32, BackboneInit::Scratch);
     let err = format!(
         "{:#}",
         build_pack(&recipe, &tmp.path().join("pack")).unwrap_err()
@@ -143,30 +137,7 @@ fn a_pretrained_run_becomes_the_shared_backbone_and_the_fine_tuning_start() {
         ..PretrainConfig::default()
     };
     pretrain(&data, &run, &config, Start::Fresh, None).unwrap();
-    let recipe = PackRecipe {
-        data,
-        size: 64,
-        stride: 1,
-        validation: 0.2,
-        test: 0.2,
-        seed: 1,
-        backbone: BackboneInit::Pretrained(run.clone()),
-        backbone_steps: 0,
-        head: HeadTraining {
-            kind: HeadKind::Linear,
-            steps: 2,
-            batch: 8,
-            eval_every: 1,
-            ..HeadTraining::default()
-        },
-        finetune: FinetuneTraining {
-            steps: 2,
-            batch: 4,
-            eval_every: 1,
-            ..FinetuneTraining::default()
-        },
-        command: "test".into(),
-    };
+    let recipe = tiny_recipe(data, 64, BackboneInit::Pretrained(run.clone()));
     let out = tmp.path().join("pack");
     build_pack(&recipe, &out).unwrap();
     let pack = Pack::load(&out).unwrap();
