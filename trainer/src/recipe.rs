@@ -173,9 +173,17 @@ pub fn build_pack(recipe: &PackRecipe, out: &Path) -> Result<Vec<TaskReport>> {
 
     let plain = Device::flex();
     let backbone_config = MobileNetV3Config::small().with_seed(recipe.seed);
-    let backbone = match &recipe.backbone {
-        BackboneInit::Scratch => {
-            // BatchNorm statistics measured on (unlabelled) training frames.
+    let backbone = match (&pretrained, &recipe.backbone) {
+        (Some((model, _)), _) => model.clone(),
+        (None, BackboneInit::Multitask) => {
+            let opts = FinetuneTraining {
+                steps: recipe.backbone_steps,
+                ..recipe.finetune.clone()
+            };
+            train_shared_backbone(&backbone_config, tasks.len(), &frames, &train_frames, &opts)
+        }
+        (None, _) => {
+            // Scratch: BatchNorm statistics measured on (unlabelled) training frames.
             let calibration: Vec<usize> = train_frames
                 .iter()
                 .copied()
@@ -183,17 +191,6 @@ pub fn build_pack(recipe: &PackRecipe, out: &Path) -> Result<Vec<TaskReport>> {
                 .collect();
             recalibrate_batchnorm(&backbone_config.init(&plain), &frames, &calibration, 32)
         }
-        BackboneInit::Multitask => {
-            let opts = FinetuneTraining {
-                steps: recipe.backbone_steps,
-                ..recipe.finetune.clone()
-            };
-            train_shared_backbone(&backbone_config, tasks.len(), &frames, &train_frames, &opts)
-        }
-        BackboneInit::Pretrained(_) => match &pretrained {
-            Some((model, _)) => model.clone(),
-            None => unreachable!("loaded above"),
-        },
     };
     let dim = backbone.feature_dim();
     let features = extract_features(&backbone, &frames, 64, &plain);

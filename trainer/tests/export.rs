@@ -32,7 +32,7 @@ fn trained_backbone(seed: u64) -> MobileNetV3 {
         .with_seed(seed)
         .init(&Device::flex());
     let frames = FrameSet {
-        frame_len: SIDE * SIDE,
+        dims: [1, SIDE, SIDE],
         inputs: random(vec![8, SIDE, SIDE], 100 + seed)
             .iter()
             .map(|v| v * 2.0 + 0.5)

@@ -4,6 +4,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{ensure, Context, Result};
+use burn::tensor::{Device, Tensor, TensorData};
 use pleura::image::read_png;
 use pleura::pack::InputSpec;
 use pleura::preprocess::Preprocessor;
@@ -17,8 +18,8 @@ use crate::tasks::TaskDef;
 /// [`FrameSet::normalise`]).
 #[derive(Clone, Debug)]
 pub struct FrameSet {
-    /// Values per frame: `channels * height * width`.
-    pub frame_len: usize,
+    /// Shape of one frame: `[channels, height, width]`.
+    pub dims: [usize; 3],
     /// All frames, concatenated.
     pub inputs: Vec<f32>,
     /// For each frame: the index of its clip in `clips`.
@@ -55,7 +56,8 @@ impl FrameSet {
             std: 1.0,
             ..input.clone()
         };
-        let frame_len = spec.channels * spec.height * spec.width;
+        let dims = [spec.channels, spec.height, spec.width];
+        let frame_len = dims.iter().product::<usize>();
         let mut lists = Vec::with_capacity(clips.len());
         for clip in &clips {
             let folder = dir.join("clips").join(&clip.clip);
@@ -92,7 +94,7 @@ impl FrameSet {
         }
         bar.finish_and_clear();
         Ok(FrameSet {
-            frame_len,
+            dims,
             inputs,
             frame_clip,
             clips,
@@ -109,9 +111,28 @@ impl FrameSet {
         self.frame_clip.is_empty()
     }
 
+    /// Values per frame: `channels * height * width`.
+    pub fn frame_len(&self) -> usize {
+        self.dims.iter().product()
+    }
+
     /// The input of frame `i`.
     pub fn frame(&self, i: usize) -> &[f32] {
-        &self.inputs[i * self.frame_len..(i + 1) * self.frame_len]
+        let n = self.frame_len();
+        &self.inputs[i * n..(i + 1) * n]
+    }
+
+    /// Frames `index` as one batch on `device`.
+    ///
+    /// # Shapes
+    /// `[index.len(), channels, height, width]`.
+    pub fn batch(&self, index: &[usize], device: &Device) -> Tensor<4> {
+        let [c, h, w] = self.dims;
+        let mut data = Vec::with_capacity(index.len() * self.frame_len());
+        for &i in index {
+            data.extend_from_slice(self.frame(i));
+        }
+        Tensor::from_data(TensorData::new(data, [index.len(), c, h, w]), device)
     }
 
     /// Class index of frame `i` for task number `task` (clip-level label).
@@ -127,7 +148,7 @@ impl FrameSet {
                 sum += v as f64;
                 sq += (v as f64) * (v as f64);
             }
-            n += self.frame_len;
+            n += self.frame_len();
         }
         let mean = sum / n.max(1) as f64;
         let var = (sq / n.max(1) as f64 - mean * mean).max(1e-12);

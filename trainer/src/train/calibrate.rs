@@ -6,11 +6,10 @@
 //! `k` sets each running statistic to the plain average over the batches.
 
 use burn::module::Module;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::Device;
 
 use crate::data::frames::FrameSet;
 use crate::model::{ConvBnAct, MobileNetV3};
-use crate::train::probe::frame_dims;
 
 fn conv_bn_layers(model: &mut MobileNetV3) -> Vec<&mut ConvBnAct> {
     let mut layers = vec![&mut model.stem];
@@ -39,7 +38,6 @@ pub fn recalibrate_batchnorm(
         .iter()
         .map(|l| l.bn.momentum)
         .collect();
-    let [c, h, w] = frame_dims(model.in_channels(), frames.frame_len);
     for (k, chunk) in index
         .chunks(batch.max(2))
         .filter(|c| c.len() > 1)
@@ -48,12 +46,7 @@ pub fn recalibrate_batchnorm(
         for layer in conv_bn_layers(&mut model) {
             layer.bn.momentum = 1.0 / (k as f64 + 1.0);
         }
-        let mut data = Vec::with_capacity(chunk.len() * frames.frame_len);
-        for &i in chunk {
-            data.extend_from_slice(frames.frame(i));
-        }
-        let x = Tensor::<4>::from_data(TensorData::new(data, [chunk.len(), c, h, w]), &device);
-        let _ = model.forward(x);
+        let _ = model.forward(frames.batch(chunk, &device));
     }
     for (layer, m) in conv_bn_layers(&mut model).into_iter().zip(momenta) {
         layer.bn.momentum = m;

@@ -7,11 +7,11 @@ use burn::module::Module;
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::activation::sigmoid;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::Device;
 
 use super::calibrate::recalibrate_batchnorm;
 use super::loss::weighted_bce_with_logits;
-use super::probe::{frame_dims, Trained};
+use super::probe::Trained;
 use super::{targets, to_vec, Batches, Labelled};
 use crate::data::frames::FrameSet;
 use crate::eval::auc::roc_auc;
@@ -49,20 +49,6 @@ impl Default for FinetuneTraining {
     }
 }
 
-fn frames_tensor(
-    frames: &FrameSet,
-    index: &[usize],
-    channels: usize,
-    device: &Device,
-) -> Tensor<4> {
-    let [c, h, w] = frame_dims(channels, frames.frame_len);
-    let mut data = Vec::with_capacity(index.len() * frames.frame_len);
-    for &i in index {
-        data.extend_from_slice(frames.frame(i));
-    }
-    Tensor::from_data(TensorData::new(data, [index.len(), c, h, w]), device)
-}
-
 /// Positive-class probabilities of `net` (in inference mode) on frames `index`.
 pub fn network_scores(
     net: &FullNetwork,
@@ -70,10 +56,9 @@ pub fn network_scores(
     index: &[usize],
     device: &Device,
 ) -> Vec<f32> {
-    let channels = net.backbone.in_channels();
     let mut out = Vec::with_capacity(index.len());
     for chunk in index.chunks(64) {
-        let x = frames_tensor(frames, chunk, channels, device);
+        let x = frames.batch(chunk, device);
         out.extend(to_vec(sigmoid(net.forward(x))));
     }
     out
@@ -91,7 +76,6 @@ pub fn finetune(
 ) -> Trained<FullNetwork> {
     let plain = Device::flex();
     let device = plain.clone().autodiff();
-    let channels = net.backbone.in_channels();
     let mut optim = AdamConfig::new()
         .with_weight_decay(Some(WeightDecayConfig::new(opts.weight_decay)))
         .init();
@@ -110,7 +94,7 @@ pub fn finetune(
         let index: Vec<usize> = b.iter().map(|&k| train.index[k]).collect();
         let positive: Vec<bool> = b.iter().map(|&k| train.positive[k]).collect();
         let (y, w) = targets(&positive, weight, &device);
-        let logits = net.forward(frames_tensor(frames, &index, channels, &device));
+        let logits = net.forward(frames.batch(&index, &device));
         let loss = weighted_bce_with_logits(logits, y, w);
         let loss_value = to_vec(loss.clone())[0];
         let grads = GradientsParams::from_grads(loss.backward(), &net);

@@ -12,7 +12,6 @@ use burn::tensor::{Device, Tensor, TensorData};
 use super::calibrate::recalibrate_batchnorm;
 use super::finetune::FinetuneTraining;
 use super::loss::weighted_bce_with_logits;
-use super::probe::frame_dims;
 use super::{to_vec, Batches};
 use crate::data::frames::FrameSet;
 use crate::model::{Head, HeadConfig, HeadKind, MobileNetV3, MobileNetV3Config};
@@ -63,18 +62,12 @@ pub fn train_shared_backbone(
             }
         })
         .collect();
-    let [c, h, w] = frame_dims(config.in_channels, frames.frame_len);
     let mut batches = Batches::new(train.len(), opts.batch, opts.seed);
     let bar = progress::bar(opts.steps, "shared backbone", "steps");
     for _ in 0..opts.steps {
         let index: Vec<usize> = batches.next_batch().into_iter().map(|k| train[k]).collect();
         let n = index.len();
-        let mut data = Vec::with_capacity(n * frames.frame_len);
-        for &i in &index {
-            data.extend_from_slice(frames.frame(i));
-        }
-        let x = Tensor::<4>::from_data(TensorData::new(data, [n, c, h, w]), &device);
-        let features = net.backbone.forward(x);
+        let features = net.backbone.forward(frames.batch(&index, &device));
         let mut total: Option<Tensor<1>> = None;
         for (t, head) in net.heads.iter().enumerate() {
             let classes: Vec<Option<usize>> = index.iter().map(|&i| frames.class(i, t)).collect();

@@ -70,24 +70,16 @@ pub fn extract_features(
 ) -> Vec<f32> {
     let backbone = backbone.valid();
     let dim = backbone.feature_dim();
-    let [c, h, w] = frame_dims(backbone.in_channels(), frames.frame_len);
     let bar = progress::bar(frames.len(), "features", "frames");
     let mut out = Vec::with_capacity(frames.len() * dim);
     for start in (0..frames.len()).step_by(batch.max(1)) {
         let end = (start + batch.max(1)).min(frames.len());
-        let data = frames.inputs[start * frames.frame_len..end * frames.frame_len].to_vec();
-        let x = Tensor::<4>::from_data(TensorData::new(data, [end - start, c, h, w]), device);
-        out.extend(to_vec(backbone.forward(x)));
+        let index: Vec<usize> = (start..end).collect();
+        out.extend(to_vec(backbone.forward(frames.batch(&index, device))));
         bar.inc((end - start) as u64);
     }
     bar.finish_and_clear();
     out
-}
-
-/// `[channels, height, width]` of square frames of `frame_len` values.
-pub fn frame_dims(channels: usize, frame_len: usize) -> [usize; 3] {
-    let side = ((frame_len / channels) as f64).sqrt().round() as usize;
-    [channels, side, side]
 }
 
 /// Per-feature standardisation `(x - mean) / std` measured on training rows. Heads train on
