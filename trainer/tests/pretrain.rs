@@ -66,6 +66,16 @@ fn stopped_and_resumed_run_equals_the_uninterrupted_run() {
         std::fs::read_to_string(parts.join("latest")).unwrap(),
         "step-000006"
     );
+    // Resuming a folder that holds no run is an error naming it.
+    let empty = tmp.path().join("empty");
+    let err = format!(
+        "{:#}",
+        pretrain(&data, &empty, &config, Start::Resume, None).unwrap_err()
+    );
+    assert!(
+        err.contains("empty") && err.contains("config.json"),
+        "{err}"
+    );
     // A fresh start into a folder that holds a run is refused.
     assert!(pretrain(&data, &parts, &config, Start::Fresh, None).is_err());
     pretrain(&data, &parts, &config, Start::Resume, None).unwrap();
