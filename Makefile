@@ -18,7 +18,8 @@ define ssl_pack
 	$(RELEASE)/pleura-train build-pack --data $(1) --pretrained $(2) --out $(3) --seed 0
 endef
 
-.PHONY: setup build demo test lint fmt default-pack montage clean-demo check-onnx
+.PHONY: setup build demo test lint fmt default-pack montage clean-demo check-onnx ssl-evidence \
+	bench-pretrain check-gpu
 
 ## setup: check the toolchain (Rust >= 1.95 with cargo) and fetch dependencies
 setup:
@@ -72,3 +73,33 @@ clean-demo:
 check-onnx:
 	python3 -m pip install --quiet onnx onnxruntime numpy
 	python3 tools/check_pack.py $(PACK)
+
+## ssl-evidence: short pretraining per SSL method vs random init, linear probes on frozen
+## features, AUC on the local test split and on an external phantom cohort (another seed)
+EVIDENCE := target/ssl-evidence
+SSL_METHODS ?= simclr barlow vicreg
+ssl-evidence: build
+	rm -rf $(EVIDENCE) && mkdir -p $(EVIDENCE)
+	$(RELEASE)/pleura-train phantom --out $(EVIDENCE)/data --clips 96 --frames 12 --seed 0
+	$(RELEASE)/pleura-train phantom --out $(EVIDENCE)/external --clips 48 --frames 8 --seed 7
+	for m in $(SSL_METHODS); do \
+		$(RELEASE)/pleura-train pretrain --data $(EVIDENCE)/data --out $(EVIDENCE)/pretrain-$$m \
+			$(PRETRAIN_ARGS) --method $$m || exit 1; done
+	$(RELEASE)/pleura-train probe --data $(EVIDENCE)/data --head linear --seeds 0,1,2 \
+		$(foreach m,$(SSL_METHODS),--backbone $(EVIDENCE)/pretrain-$(m)) \
+		--external phantom-seed7=$(EVIDENCE)/external --out $(EVIDENCE)/probe
+
+## bench-pretrain: one pretraining step, burn vs PyTorch + lightly (PyPI, a measuring peer),
+## interleaved in one run; JSON in target/bench/pretrain_step.json
+BENCH_VENV ?= target/bench/venv
+bench-pretrain: build
+	test -x $(BENCH_VENV)/bin/python || python3 -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -c "import torch, torchvision, lightly" 2>/dev/null || \
+		$(BENCH_VENV)/bin/pip install --quiet torch torchvision lightly==1.6.0
+	$(BENCH_VENV)/bin/python tools/bench_pretrain.py --trainer $(RELEASE)/pleura-train \
+		--out target/bench/pretrain_step.json
+
+## check-gpu: the trainer's GPU backends (cuda, wgpu) type-check on a machine without a GPU.
+## DOCS_RS=1 skips the LLVM bundle that cubecl-cuda downloads when it builds for real.
+check-gpu:
+	DOCS_RS=1 $(CARGO) check --release --locked -p pleura-trainer --features cuda,wgpu

@@ -6,8 +6,13 @@ use anyhow::Result;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::augment::dump_views;
+use crate::bench::time_steps;
 use crate::data::frames::FrameSet;
 use crate::data::phantom::{write_cohort, PhantomOptions};
+use crate::device::Compute;
+use crate::experiment::probe::{run_probes, ProbeExperiment};
+use crate::experiment::report::{markdown, write_summary};
+use crate::experiment::{Init, NamedData};
 use crate::model::HeadKind;
 use crate::recipe::{build_pack, BackboneInit, PackRecipe};
 use crate::ssl::SslMethod;
@@ -34,6 +39,15 @@ enum HeadArg {
     Mlp,
 }
 
+impl From<HeadArg> for HeadKind {
+    fn from(h: HeadArg) -> Self {
+        match h {
+            HeadArg::Linear => HeadKind::Linear,
+            HeadArg::Mlp => HeadKind::mlp(),
+        }
+    }
+}
+
 /// Shared-backbone sources on the command line.
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum BackboneArg {
@@ -54,6 +68,16 @@ enum MethodArg {
     Vicreg,
 }
 
+impl From<MethodArg> for SslMethod {
+    fn from(m: MethodArg) -> Self {
+        match m {
+            MethodArg::Simclr => SslMethod::Simclr,
+            MethodArg::Barlow => SslMethod::Barlow,
+            MethodArg::Vicreg => SslMethod::Vicreg,
+        }
+    }
+}
+
 /// Optimisers on the command line.
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum OptimizerArg {
@@ -63,11 +87,13 @@ enum OptimizerArg {
     Adamw,
 }
 
-/// Where training runs.
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum DeviceArg {
-    /// The CPU (burn's flex backend): always available.
-    Cpu,
+impl From<OptimizerArg> for OptimizerKind {
+    fn from(o: OptimizerArg) -> Self {
+        match o {
+            OptimizerArg::Lars => OptimizerKind::Lars,
+            OptimizerArg::Adamw => OptimizerKind::Adamw,
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -114,9 +140,10 @@ struct PretrainArgs {
     /// Write N pairs of augmented views to OUT/views/ as PNG and stop.
     #[arg(long, value_name = "N")]
     dump_views: Option<usize>,
-    /// Where to train.
-    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
-    device: DeviceArg,
+    /// Where to train: cpu, cuda, cuda:N or wgpu (GPUs need a build with `--features cuda`
+    /// or `--features wgpu`).
+    #[arg(long, default_value = "cpu")]
+    device: Compute,
 }
 
 impl PretrainArgs {
@@ -127,17 +154,10 @@ impl PretrainArgs {
             None => PretrainConfig::default(),
         };
         if let Some(m) = self.method {
-            c.method = match m {
-                MethodArg::Simclr => SslMethod::Simclr,
-                MethodArg::Barlow => SslMethod::Barlow,
-                MethodArg::Vicreg => SslMethod::Vicreg,
-            };
+            c.method = m.into();
         }
         if let Some(o) = self.optimizer {
-            c.optimizer = match o {
-                OptimizerArg::Lars => OptimizerKind::Lars,
-                OptimizerArg::Adamw => OptimizerKind::Adamw,
-            };
+            c.optimizer = o.into();
         }
         c.steps = self.steps.unwrap_or(c.steps);
         c.batch = self.batch.unwrap_or(c.batch);
@@ -151,10 +171,80 @@ impl PretrainArgs {
     }
 }
 
+#[derive(Debug, clap::Args)]
+struct BenchStepArgs {
+    /// SSL method.
+    #[arg(long, value_enum, default_value_t = MethodArg::Simclr)]
+    method: MethodArg,
+    /// Frames per step (two views each).
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    /// Input side in pixels.
+    #[arg(long, default_value_t = 128)]
+    size: usize,
+    /// Optimiser.
+    #[arg(long, value_enum, default_value_t = OptimizerArg::Adamw)]
+    optimizer: OptimizerArg,
+    /// Untimed steps first.
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+    /// Timed steps.
+    #[arg(long, default_value_t = 10)]
+    steps: usize,
+    /// Where to run: cpu, cuda, cuda:N or wgpu. Threads: set `RAYON_NUM_THREADS`.
+    #[arg(long, default_value = "cpu")]
+    device: Compute,
+}
+
+#[derive(Debug, clap::Args)]
+struct ProbeArgs {
+    /// Local dataset (labels.csv + clips/), split by patient into train / validation / test.
+    #[arg(long)]
+    data: PathBuf,
+    /// A finished `pretrain` run whose backbone to probe (repeat for several).
+    #[arg(long = "backbone", value_name = "RUN")]
+    backbones: Vec<PathBuf>,
+    /// Leave out the random-initialisation baseline.
+    #[arg(long)]
+    no_scratch: bool,
+    /// External test set, `NAME=DIR` or `DIR` (repeat for several); evaluated whole.
+    #[arg(long = "external", value_name = "NAME=DIR")]
+    externals: Vec<String>,
+    /// Head kind.
+    #[arg(long, value_enum, default_value_t = HeadArg::Linear)]
+    head: HeadArg,
+    /// Optimiser steps of each head.
+    #[arg(long, default_value_t = 400)]
+    head_steps: usize,
+    /// Seeds of the heads (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "0,1,2")]
+    seeds: Vec<u64>,
+    /// Network input side in pixels (must match the pretraining runs).
+    #[arg(long, default_value_t = 128)]
+    size: usize,
+    /// Use every N-th frame of each clip.
+    #[arg(long, default_value_t = 1)]
+    stride: usize,
+    /// Seed of the patient split and of the scratch backbone.
+    #[arg(long, default_value_t = 0)]
+    split_seed: u64,
+    /// Bootstrap resamples per 95% interval.
+    #[arg(long, default_value_t = 1000)]
+    bootstrap: usize,
+    /// Report folder: summary.json, summary.md.
+    #[arg(long)]
+    out: PathBuf,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Self-supervised pretraining of the backbone (SimCLR, Barlow Twins or VICReg).
     Pretrain(PretrainArgs),
+    /// Heads on frozen features of each backbone (and the scratch baseline): AUC on the local
+    /// test split and external sets, with patient-bootstrap intervals.
+    Probe(ProbeArgs),
+    /// Time one pretraining step (forward, loss, backward, update) on random inputs; JSON out.
+    BenchStep(BenchStepArgs),
     /// Write a synthetic lung-ultrasound cohort: clips/<clip>/frame_NNNN.png + labels.csv.
     Phantom {
         /// Output folder.
@@ -216,7 +306,6 @@ enum Command {
 
 fn run_pretrain(args: PretrainArgs) -> Result<()> {
     let config = args.config()?;
-    let DeviceArg::Cpu = args.device;
     if let Some(n) = args.dump_views {
         let raw = InputSpec::unnormalised(config.size, config.size);
         let frames = FrameSet::load(&args.data, &STANDARD, &raw, config.stride.max(1))?;
@@ -246,7 +335,8 @@ fn run_pretrain(args: PretrainArgs) -> Result<()> {
     } else {
         Start::Fresh
     };
-    let info = pretrain(&args.data, &args.out, &config, start, None)?;
+    let device = args.device.device()?;
+    let info = pretrain(&args.data, &args.out, &config, start, None, &device)?;
     eprintln!(
         "pretrained {} for {} steps: {} (loss curve {}, backbone {})",
         info.method,
@@ -258,10 +348,64 @@ fn run_pretrain(args: PretrainArgs) -> Result<()> {
     Ok(())
 }
 
+fn run_probe(args: ProbeArgs) -> Result<()> {
+    let mut inits: Vec<Init> = Vec::new();
+    if !args.no_scratch {
+        inits.push(Init::Scratch);
+    }
+    inits.extend(args.backbones.iter().cloned().map(Init::Pretrained));
+    let experiment = ProbeExperiment {
+        data: args.data,
+        externals: args.externals.iter().map(|e| NamedData::parse(e)).collect(),
+        inits,
+        head: HeadTraining {
+            kind: args.head.into(),
+            steps: args.head_steps,
+            ..HeadTraining::default()
+        },
+        seeds: args.seeds,
+        size: args.size,
+        stride: args.stride,
+        validation: 0.2,
+        test: 0.2,
+        split_seed: args.split_seed,
+        bootstrap: args.bootstrap,
+    };
+    let rows = run_probes(&experiment)?;
+    write_summary(&args.out, &experiment, &rows)?;
+    print!("{}", markdown(&rows));
+    eprintln!(
+        "wrote {} and {}",
+        args.out.join("summary.json").display(),
+        args.out.join("summary.md").display()
+    );
+    Ok(())
+}
+
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Pretrain(args) => run_pretrain(args),
+        Command::Probe(args) => run_probe(args),
+        Command::BenchStep(args) => {
+            let config = PretrainConfig {
+                method: args.method.into(),
+                optimizer: args.optimizer.into(),
+                batch: args.batch,
+                size: args.size,
+                ..PretrainConfig::default()
+            };
+            let device = args.device.device()?;
+            let bench = time_steps(
+                &config,
+                args.warmup,
+                args.steps,
+                &device,
+                &args.device.to_string(),
+            )?;
+            println!("{}", serde_json::to_string(&bench)?);
+            Ok(())
+        }
         Command::Phantom {
             out,
             clips,
@@ -298,10 +442,7 @@ pub fn run(cli: Cli) -> Result<()> {
             batch,
             seed,
         } => {
-            let kind = match head {
-                HeadArg::Linear => HeadKind::Linear,
-                HeadArg::Mlp => HeadKind::mlp(),
-            };
+            let kind = head.into();
             let recipe = PackRecipe {
                 data,
                 size,

@@ -21,12 +21,12 @@ use crate::eval::auc::roc_auc;
 use crate::export::pack::{write_pack, PackExport, TaskExport};
 use crate::model::{FullNetwork, FullNetworkConfig, HeadConfig, MobileNetV3Config};
 use crate::tasks::{TaskDef, STANDARD};
-use crate::train::calibrate::recalibrate_batchnorm;
+use crate::train::calibrate::scratch_backbone;
 use crate::train::finetune::{finetune, network_scores, FinetuneTraining};
+use crate::train::labelled;
 use crate::train::multitask::train_shared_backbone;
 use crate::train::pretrain::{load_backbone, load_backbone_on};
 use crate::train::probe::{extract_features, train_probe, HeadTraining};
-use crate::train::Labelled;
 
 /// Where the shared backbone comes from.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -88,20 +88,6 @@ fn is_synthetic(data: &Path) -> bool {
         .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
         .and_then(|v| v["synthetic"].as_bool())
         .unwrap_or(false)
-}
-
-/// Examples of task `t` among `frames` in `part`.
-fn labelled(frames: &FrameSet, parts: &[Part], part: Part, t: usize) -> Labelled {
-    let mut l = Labelled::default();
-    for i in 0..frames.len() {
-        if parts[frames.frame_clip[i]] == part {
-            if let Some(c) = frames.class(i, t) {
-                l.index.push(i);
-                l.positive.push(c == 1);
-            }
-        }
-    }
-    l
 }
 
 /// Per-task result of the recipe.
@@ -182,15 +168,7 @@ pub fn build_pack(recipe: &PackRecipe, out: &Path) -> Result<Vec<TaskReport>> {
             };
             train_shared_backbone(&backbone_config, tasks.len(), &frames, &train_frames, &opts)
         }
-        (None, _) => {
-            // Scratch: BatchNorm statistics measured on (unlabelled) training frames.
-            let calibration: Vec<usize> = train_frames
-                .iter()
-                .copied()
-                .step_by((train_frames.len() / 256).max(1))
-                .collect();
-            recalibrate_batchnorm(&backbone_config.init(&plain), &frames, &calibration, 32)
-        }
+        (None, _) => scratch_backbone(&backbone_config, &frames, &train_frames),
     };
     let dim = backbone.feature_dim();
     let features = extract_features(&backbone, &frames, 64, &plain);
@@ -199,8 +177,8 @@ pub fn build_pack(recipe: &PackRecipe, out: &Path) -> Result<Vec<TaskReport>> {
     let mut reports = Vec::new();
     let mut metrics = BTreeMap::new();
     for (t, def) in tasks.iter().enumerate() {
-        let [train, val, test] =
-            [Part::Train, Part::Validation, Part::Test].map(|p| labelled(&frames, &parts, p, t));
+        let [train, val, test] = [Part::Train, Part::Validation, Part::Test]
+            .map(|p| labelled(&frames, t, |c| parts[c] == p));
         ensure!(
             train.has_both_classes(),
             "task `{}`: the training split needs frames of both classes ({} labelled frames)",

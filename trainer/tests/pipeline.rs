@@ -1,9 +1,13 @@
 //! The whole trainer path, small: phantom cohort on disk -> build-pack recipe -> a pack the
 //! runtime verifies and runs.
 
+use burn::tensor::Device;
 use pleura::engine::{Engine, TaskMode};
 use pleura::pack::Pack;
 use pleura_trainer::data::phantom::{write_cohort, PhantomOptions};
+use pleura_trainer::experiment::probe::{run_probes, ProbeExperiment};
+use pleura_trainer::experiment::report::write_summary;
+use pleura_trainer::experiment::{Init, NamedData};
 use pleura_trainer::model::HeadKind;
 use pleura_trainer::recipe::{build_pack, BackboneInit, PackRecipe};
 use pleura_trainer::train::finetune::FinetuneTraining;
@@ -136,7 +140,7 @@ fn a_pretrained_run_becomes_the_shared_backbone_and_the_fine_tuning_start() {
         seed: 1,
         ..PretrainConfig::default()
     };
-    pretrain(&data, &run, &config, Start::Fresh, None).unwrap();
+    pretrain(&data, &run, &config, Start::Fresh, None, &Device::flex()).unwrap();
     let recipe = tiny_recipe(data, 64, BackboneInit::Pretrained(run.clone()));
     let out = tmp.path().join("pack");
     build_pack(&recipe, &out).unwrap();
@@ -156,7 +160,55 @@ fn a_pretrained_run_becomes_the_shared_backbone_and_the_fine_tuning_start() {
     // A size that does not match the pretrained backbone is refused, naming both sizes.
     let err = format!(
         "{:#}",
-        build_pack(&PackRecipe { size: 96, ..recipe }, &tmp.path().join("p2")).unwrap_err()
+        build_pack(
+            &PackRecipe {
+                size: 96,
+                ..recipe.clone()
+            },
+            &tmp.path().join("p2")
+        )
+        .unwrap_err()
     );
     assert!(err.contains("64x64") && err.contains("96x96"), "{err}");
+
+    // The same run against the scratch baseline: probes on frozen features, local and external.
+    let experiment = ProbeExperiment {
+        data: recipe.data.clone(),
+        externals: vec![NamedData::parse(&format!(
+            "again={}",
+            recipe.data.display()
+        ))],
+        inits: vec![Init::Scratch, Init::Pretrained(run.clone())],
+        head: recipe.head.clone(),
+        seeds: vec![0],
+        size: 64,
+        stride: 1,
+        validation: 0.2,
+        test: 0.2,
+        split_seed: 1,
+        bootstrap: 50,
+    };
+    let rows = run_probes(&experiment).unwrap();
+    assert_eq!(rows.len(), 3 * 2, "3 tasks x 2 backbones x 1 seed");
+    for (row, init) in rows.iter().zip(["scratch", "scratch", "scratch", "simclr"]) {
+        assert_eq!(row.init, init);
+    }
+    for row in &rows {
+        let external = &row.external["again"];
+        assert!(external.frames > row.test.frames && external.clips > 0);
+        if let (Some(auc), Some([lo, hi])) = (row.test_auc, row.test_auc_ci) {
+            assert!((0.0..=1.0).contains(&auc) && lo <= hi, "{row:?}");
+        }
+    }
+    let report = tmp.path().join("report");
+    write_summary(&report, &experiment, &rows).unwrap();
+    let md = std::fs::read_to_string(report.join("summary.md")).unwrap();
+    assert!(
+        md.contains("| simclr | linear | 100% |") && md.contains("### again"),
+        "{md}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(report.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(json["rows"].as_array().unwrap().len(), 6);
+    assert_eq!(json["rows"][3]["init"], "simclr");
 }

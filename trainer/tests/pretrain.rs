@@ -5,6 +5,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use burn::tensor::Device;
 use pleura_trainer::data::phantom::{write_cohort, PhantomOptions};
 use pleura_trainer::train::pretrain::{
     load_backbone, pretrain, OptimizerKind, PretrainConfig, Start,
@@ -51,12 +52,20 @@ fn stopped_and_resumed_run_equals_the_uninterrupted_run() {
     let config = small_config();
 
     let whole = tmp.path().join("whole");
-    let info = pretrain(&data, &whole, &config, Start::Fresh, None).unwrap();
+    let info = pretrain(&data, &whole, &config, Start::Fresh, None, &Device::flex()).unwrap();
     assert_eq!(info.steps, 9);
     assert!(whole.join("loss.png").is_file() && whole.join("loss.csv").is_file());
 
     let parts = tmp.path().join("parts");
-    let partial = pretrain(&data, &parts, &config, Start::Fresh, Some(7)).unwrap();
+    let partial = pretrain(
+        &data,
+        &parts,
+        &config,
+        Start::Fresh,
+        Some(7),
+        &Device::flex(),
+    )
+    .unwrap();
     assert_eq!(partial.steps, 7);
     assert!(
         !parts.join("backbone.bpk").exists(),
@@ -70,15 +79,15 @@ fn stopped_and_resumed_run_equals_the_uninterrupted_run() {
     let empty = tmp.path().join("empty");
     let err = format!(
         "{:#}",
-        pretrain(&data, &empty, &config, Start::Resume, None).unwrap_err()
+        pretrain(&data, &empty, &config, Start::Resume, None, &Device::flex()).unwrap_err()
     );
     assert!(
         err.contains("empty") && err.contains("config.json"),
         "{err}"
     );
     // A fresh start into a folder that holds a run is refused.
-    assert!(pretrain(&data, &parts, &config, Start::Fresh, None).is_err());
-    pretrain(&data, &parts, &config, Start::Resume, None).unwrap();
+    assert!(pretrain(&data, &parts, &config, Start::Fresh, None, &Device::flex()).is_err());
+    pretrain(&data, &parts, &config, Start::Resume, None, &Device::flex()).unwrap();
 
     let (a, b) = (weights(&whole), weights(&parts));
     let diff = a

@@ -9,7 +9,7 @@ use burn::module::Module;
 use burn::tensor::Device;
 
 use crate::data::frames::FrameSet;
-use crate::model::{ConvBnAct, MobileNetV3};
+use crate::model::{ConvBnAct, MobileNetV3, MobileNetV3Config};
 
 fn conv_bn_layers(model: &mut MobileNetV3) -> Vec<&mut ConvBnAct> {
     let mut layers = vec![&mut model.stem];
@@ -52,4 +52,19 @@ pub fn recalibrate_batchnorm(
         layer.bn.momentum = m;
     }
     model.valid()
+}
+
+/// The random-initialisation baseline: `config`'s seeded weights with BatchNorm statistics
+/// measured on up to 256 of the (normalised, unlabelled) frames `train`, in inference mode.
+pub fn scratch_backbone(
+    config: &MobileNetV3Config,
+    frames: &FrameSet,
+    train: &[usize],
+) -> MobileNetV3 {
+    let calibration: Vec<usize> = train
+        .iter()
+        .copied()
+        .step_by((train.len() / 256).max(1))
+        .collect();
+    recalibrate_batchnorm(&config.init(&Device::flex()), frames, &calibration, 32)
 }

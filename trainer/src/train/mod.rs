@@ -53,6 +53,24 @@ impl Labelled {
     }
 }
 
+/// The frames of `frames` labelled for task `t` whose clip passes `keep` (a clip index).
+pub fn labelled(
+    frames: &crate::data::frames::FrameSet,
+    t: usize,
+    keep: impl Fn(usize) -> bool,
+) -> Labelled {
+    let mut l = Labelled::default();
+    for i in 0..frames.len() {
+        if keep(frames.frame_clip[i]) {
+            if let Some(c) = frames.class(i, t) {
+                l.index.push(i);
+                l.positive.push(c == 1);
+            }
+        }
+    }
+    l
+}
+
 /// Endless shuffled mini-batches of positions `0..n`, reshuffled every epoch, from a seed.
 pub struct Batches {
     order: Vec<usize>,

@@ -190,7 +190,22 @@ impl PretrainConfig {
         table.with_width_mult(self.width_mult).with_seed(self.seed)
     }
 
-    fn optimizer(&self) -> ModuleOptimizer {
+    /// Backbone and projector, freshly initialised from the seed on `device` (an autodiff
+    /// device to train them).
+    pub fn network(&self, device: &Device) -> SslNetwork {
+        let backbone = self.backbone().init(device);
+        let projector = ProjectorConfig::new(backbone.feature_dim())
+            .with_hidden(self.projector.clone())
+            .with_seed(self.seed)
+            .init(device);
+        SslNetwork {
+            backbone,
+            projector,
+        }
+    }
+
+    /// The configured optimiser, without state.
+    pub fn optimizer(&self) -> ModuleOptimizer {
         match self.optimizer {
             OptimizerKind::Lars => self.lars.init(),
             OptimizerKind::Adamw => AdamWConfig::new()
@@ -216,6 +231,27 @@ impl SslNetwork {
     /// `[N, C, H, W] -> [N, projector output]`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
         self.projector.forward(self.backbone.forward(x))
+    }
+
+    /// One optimiser step on a batch of view pairs: `views` holds `config.batch` normalised
+    /// `size x size` images per view, row-major. Returns the updated network, the loss (not
+    /// checked for finiteness) and the first view's embeddings.
+    pub fn step(
+        self,
+        optim: &mut ModuleOptimizer,
+        config: &PretrainConfig,
+        views: (Vec<f32>, Vec<f32>),
+        lr: f64,
+        device: &Device,
+    ) -> (Self, f64, Tensor<2>) {
+        let shape = [config.batch, 1, config.size, config.size];
+        let input = |v: Vec<f32>| Tensor::<4>::from_data(TensorData::new(v, shape), device);
+        let za = self.forward(input(views.0));
+        let zb = self.forward(input(views.1));
+        let loss = ssl_loss(config.method, &config.loss, za.clone(), zb);
+        let loss_value = f64::from(to_vec(loss.clone())[0]);
+        let grads = GradientsParams::from_grads(loss.backward(), &self);
+        (optim.step(lr, self, grads), loss_value, za)
     }
 }
 
@@ -439,6 +475,7 @@ pub fn pretrain(
     config: &PretrainConfig,
     start: Start,
     stop_after: Option<usize>,
+    device: &Device,
 ) -> Result<PretrainedBackbone> {
     let config = match start {
         Start::Fresh => {
@@ -480,17 +517,9 @@ pub fn pretrain(
         config.batch
     );
 
-    let device = Device::flex().autodiff();
+    let device = device.clone().autodiff();
     let backbone_config = config.backbone();
-    let backbone = backbone_config.init(&device);
-    let projector = ProjectorConfig::new(backbone.feature_dim())
-        .with_hidden(config.projector.clone())
-        .with_seed(config.seed)
-        .init(&device);
-    let mut net = SslNetwork {
-        backbone,
-        projector,
-    };
+    let mut net = config.network(&device);
     let mut optim = config.optimizer();
     let (mean, std) = frames.stats(&index);
     let mut state = CheckpointState {
@@ -544,23 +573,14 @@ pub fn pretrain(
         let mut window = Instant::now();
         for (step, va, vb) in rx {
             let lr = schedule.at(step);
-            let za = net.forward(Tensor::<4>::from_data(
-                TensorData::new(va, [b, 1, s, s]),
-                &device,
-            ));
-            let zb = net.forward(Tensor::<4>::from_data(
-                TensorData::new(vb, [b, 1, s, s]),
-                &device,
-            ));
-            let loss = ssl_loss(config.method, &config.loss, za.clone(), zb);
-            let loss_value = f64::from(to_vec(loss.clone())[0]);
+            let za;
+            let loss_value;
+            (net, loss_value, za) = net.step(&mut optim, &config, (va, vb), lr, &device);
             if !loss_value.is_finite() {
                 bail!(
                     "the loss became {loss_value} at step {step}: lower the learning rate ({lr})"
                 );
             }
-            let grads = GradientsParams::from_grads(loss.backward(), &net);
-            net = optim.step(lr, net, grads);
             state.next_step = step + 1;
             if step.is_multiple_of(config.log_every) || step + 1 == config.steps {
                 let elapsed = window.elapsed().as_secs_f64();

@@ -1,0 +1,211 @@
+//! `summary.json` and a Markdown table shaped like the paper's: one block per evaluation set,
+//! one line per initialisation and head, one column per task, mean AUC over seeds with the
+//! mean 95% patient-bootstrap interval, and the difference to the scratch baseline.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use super::probe::ResultRow;
+use super::Evaluation;
+use pleura::fsutil::write_atomic;
+
+/// Mean AUC and mean interval of a group of rows (`None` when no row has an AUC).
+fn mean_auc<'a>(evals: impl Iterator<Item = &'a Evaluation>) -> Option<(f64, Option<[f64; 2]>)> {
+    let (mut sum, mut n, mut lo, mut hi, mut n_ci) = (0.0, 0usize, 0.0, 0.0, 0usize);
+    for e in evals {
+        if let Some(a) = e.auc {
+            sum += a;
+            n += 1;
+        }
+        if let Some([l, h]) = e.auc_ci {
+            lo += l;
+            hi += h;
+            n_ci += 1;
+        }
+    }
+    (n > 0).then(|| {
+        let ci = (n_ci > 0).then(|| [lo / n_ci as f64, hi / n_ci as f64]);
+        (sum / n as f64, ci)
+    })
+}
+
+/// The Markdown tables of `rows`.
+pub fn markdown(rows: &[ResultRow]) -> String {
+    let tasks: Vec<&str> = unique(rows.iter().map(|r| r.task.as_str()));
+    let models: Vec<(&str, &str, String)> = unique(rows.iter().map(|r| {
+        (
+            r.init.as_str(),
+            r.head.as_str(),
+            format!("{}", r.label_fraction),
+        )
+    }));
+    let mut sets: Vec<String> = vec!["local test".into()];
+    for r in rows {
+        for name in r.external.keys() {
+            if !sets.contains(name) {
+                sets.push(name.clone());
+            }
+        }
+    }
+    let mut out = String::new();
+    for set in &sets {
+        let eval_of = |r: &ResultRow| -> Option<Evaluation> {
+            if set == "local test" {
+                Some(r.test.clone())
+            } else {
+                r.external.get(set).cloned()
+            }
+        };
+        let first = rows.iter().find_map(eval_of);
+        let _ = writeln!(
+            out,
+            "### {set}{}\n",
+            first.map_or(String::new(), |e| format!(
+                " ({} patients, {} clips, {} frames)",
+                e.patients, e.clips, e.frames
+            ))
+        );
+        let _ = write!(out, "| backbone | head | labels |");
+        for t in &tasks {
+            let _ = write!(out, " {t} |");
+        }
+        let _ = writeln!(out, " mean | vs scratch |");
+        let _ = writeln!(out, "|---|---|---|{}---|---|", "---|".repeat(tasks.len()));
+        let mean_of = |init: &str, head: &str, fraction: &str, task: &str| {
+            let evals: Vec<Evaluation> = rows
+                .iter()
+                .filter(|r| {
+                    r.init == init
+                        && r.head == head
+                        && format!("{}", r.label_fraction) == fraction
+                        && r.task == task
+                })
+                .filter_map(eval_of)
+                .collect();
+            mean_auc(evals.iter())
+        };
+        for (init, head, fraction) in &models {
+            let _ = write!(out, "| {init} | {head} | {}% |", percent(fraction));
+            let mut means = Vec::new();
+            let mut deltas = Vec::new();
+            for t in &tasks {
+                match mean_of(init, head, fraction, t) {
+                    Some((m, ci)) => {
+                        means.push(m);
+                        if let Some((s, _)) = mean_of("scratch", head, fraction, t) {
+                            deltas.push(m - s);
+                        }
+                        let ci = ci.map_or(String::new(), |[l, h]| format!(" [{l:.3}, {h:.3}]"));
+                        let _ = write!(out, " {m:.3}{ci} |");
+                    }
+                    None => {
+                        let _ = write!(out, " n/a |");
+                    }
+                }
+            }
+            let avg = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+            let delta = if *init == "scratch" || deltas.is_empty() {
+                "".to_string()
+            } else {
+                format!("{:+.3}", avg(&deltas))
+            };
+            let _ = writeln!(out, " {:.3} | {delta} |", avg(&means));
+        }
+        let _ = writeln!(out);
+    }
+    let seeds = unique(rows.iter().map(|r| r.seed)).len();
+    let _ = writeln!(
+        out,
+        "Frame-level ROC AUC, mean over {seeds} seed(s); brackets: mean 95% interval, bootstrap \
+         over patients. `vs scratch`: mean over tasks of the difference to the random-init \
+         backbone with the same head."
+    );
+    out
+}
+
+fn percent(fraction: &str) -> String {
+    fraction
+        .parse::<f64>()
+        .map_or(fraction.to_string(), |f| format!("{}", f * 100.0))
+}
+
+fn unique<T: PartialEq>(items: impl Iterator<Item = T>) -> Vec<T> {
+    let mut out = Vec::new();
+    for item in items {
+        if !out.contains(&item) {
+            out.push(item);
+        }
+    }
+    out
+}
+
+/// Writes `OUT/summary.json` (`{"experiment": settings, "rows": rows}`) and `OUT/summary.md`.
+pub fn write_summary(out: &Path, settings: &impl Serialize, rows: &[ResultRow]) -> Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let json = serde_json::json!({
+        "experiment": settings,
+        "versions": BTreeMap::from([("pleura-train", env!("CARGO_PKG_VERSION")), ("burn", "0.22.1")]),
+        "rows": rows,
+    });
+    write_atomic(
+        &out.join("summary.json"),
+        serde_json::to_string_pretty(&json)?.as_bytes(),
+    )?;
+    write_atomic(&out.join("summary.md"), markdown(rows).as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(task: &str, init: &str, seed: u64, auc: f64) -> ResultRow {
+        let e = Evaluation {
+            frames: 10,
+            clips: 2,
+            patients: 2,
+            auc: Some(auc),
+            auc_ci: Some([auc - 0.1, (auc + 0.1).min(1.0)]),
+            clip_auc: Some(auc),
+        };
+        ResultRow {
+            task: task.into(),
+            init: init.into(),
+            head: "linear".into(),
+            label_fraction: 1.0,
+            seed,
+            val_auc: Some(auc),
+            test_auc: Some(auc),
+            test_auc_ci: e.auc_ci,
+            test: e.clone(),
+            external: BTreeMap::from([("ext".to_string(), e)]),
+        }
+    }
+
+    #[test]
+    fn table_averages_seeds_and_compares_with_scratch() {
+        let rows = vec![
+            row("view", "scratch", 0, 0.6),
+            row("view", "scratch", 1, 0.7),
+            row("view", "simclr", 0, 0.9),
+            row("view", "simclr", 1, 0.8),
+        ];
+        let md = markdown(&rows);
+        assert!(
+            md.contains("### local test (2 patients, 2 clips, 10 frames)"),
+            "{md}"
+        );
+        assert!(md.contains("### ext"), "{md}");
+        assert!(
+            md.contains("| scratch | linear | 100% | 0.650 [0.550, 0.750] | 0.650 |  |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| simclr | linear | 100% | 0.850 [0.750, 0.950] | 0.850 | +0.200 |"),
+            "{md}"
+        );
+    }
+}
