@@ -7,11 +7,15 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::augment::dump_views;
 use crate::bench::time_steps;
+use crate::data::covid_blues::write_labels as write_blues_labels;
 use crate::data::frames::FrameSet;
+use crate::data::ingest::sector::parse_rect;
+use crate::data::ingest::{prepare, Crop, PrepareOptions};
 use crate::data::phantom::{write_cohort, PhantomOptions};
+use crate::data::split::SplitOptions;
 use crate::device::Compute;
-use crate::experiment::probe::{run_probes, ProbeExperiment};
 use crate::experiment::report::{markdown, write_summary};
+use crate::experiment::run::{execute, Experiment, Method};
 use crate::experiment::{Init, NamedData};
 use crate::model::HeadKind;
 use crate::recipe::{build_pack, BackboneInit, PackRecipe};
@@ -196,27 +200,25 @@ struct BenchStepArgs {
     device: Compute,
 }
 
+/// What every experiment command takes: data, backbones, evaluation.
 #[derive(Debug, clap::Args)]
-struct ProbeArgs {
-    /// Local dataset (labels.csv + clips/), split by patient into train / validation / test.
+struct ExperimentArgs {
+    /// Local dataset (labels.csv + clips/): its split.json, or a split by patient.
     #[arg(long)]
     data: PathBuf,
-    /// A finished `pretrain` run whose backbone to probe (repeat for several).
+    /// A finished `pretrain` run whose backbone to evaluate (repeat for several).
     #[arg(long = "backbone", value_name = "RUN")]
     backbones: Vec<PathBuf>,
+    /// A MobileNetV3-Small ONNX file in torchvision's layout (e.g. ImageNet weights) to compare.
+    #[arg(long, value_name = "ONNX")]
+    imported: Option<PathBuf>,
     /// Leave out the random-initialisation baseline.
     #[arg(long)]
     no_scratch: bool,
     /// External test set, `NAME=DIR` or `DIR` (repeat for several); evaluated whole.
     #[arg(long = "external", value_name = "NAME=DIR")]
     externals: Vec<String>,
-    /// Head kind.
-    #[arg(long, value_enum, default_value_t = HeadArg::Linear)]
-    head: HeadArg,
-    /// Optimiser steps of each head.
-    #[arg(long, default_value_t = 400)]
-    head_steps: usize,
-    /// Seeds of the heads (comma-separated).
+    /// Seeds (comma-separated).
     #[arg(long, value_delimiter = ',', default_value = "0,1,2")]
     seeds: Vec<u64>,
     /// Network input side in pixels (must match the pretraining runs).
@@ -225,15 +227,114 @@ struct ProbeArgs {
     /// Use every N-th frame of each clip.
     #[arg(long, default_value_t = 1)]
     stride: usize,
-    /// Seed of the patient split and of the scratch backbone.
+    /// Seed of the patient split (datasets without split.json) and of the scratch backbone.
     #[arg(long, default_value_t = 0)]
     split_seed: u64,
     /// Bootstrap resamples per 95% interval.
     #[arg(long, default_value_t = 1000)]
     bootstrap: usize,
-    /// Report folder: summary.json, summary.md.
+    /// Head kind (on frozen features, and on top of fine-tuned backbones).
+    #[arg(long, value_enum, default_value_t = HeadArg::Linear)]
+    head: HeadArg,
+    /// Optimiser steps of each head on frozen features.
+    #[arg(long, default_value_t = 400)]
+    head_steps: usize,
+    /// Optimiser steps of each fine-tuning.
+    #[arg(long, default_value_t = 150)]
+    finetune_steps: usize,
+    /// Frames per fine-tuning step.
+    #[arg(long, default_value_t = 32)]
+    finetune_batch: usize,
+    /// Fine-tuning learning rate of the backbone (Adam).
+    #[arg(long, default_value_t = 1e-5)]
+    backbone_lr: f64,
+    /// Fine-tuning learning rate of the head.
+    #[arg(long, default_value_t = 1e-4)]
+    head_lr: f64,
+    /// Report folder: summary.json, summary.md, ROC curves.
     #[arg(long)]
     out: PathBuf,
+}
+
+impl ExperimentArgs {
+    fn experiment(&self, methods: Vec<Method>, fractions: Vec<f64>) -> Experiment {
+        let mut inits: Vec<Init> = Vec::new();
+        if !self.no_scratch {
+            inits.push(Init::Scratch);
+        }
+        inits.extend(self.imported.iter().cloned().map(Init::Imported));
+        inits.extend(self.backbones.iter().cloned().map(Init::Pretrained));
+        let base = Experiment::new(self.data.clone());
+        Experiment {
+            externals: self.externals.iter().map(|e| NamedData::parse(e)).collect(),
+            inits,
+            methods,
+            fractions,
+            seeds: self.seeds.clone(),
+            head: HeadTraining {
+                kind: self.head.into(),
+                steps: self.head_steps,
+                ..HeadTraining::default()
+            },
+            finetune: FinetuneTraining {
+                steps: self.finetune_steps,
+                batch: self.finetune_batch,
+                lr: self.backbone_lr,
+                head_lr: Some(self.head_lr),
+                ..base.finetune.clone()
+            },
+            size: self.size,
+            stride: self.stride,
+            split_seed: self.split_seed,
+            bootstrap: self.bootstrap,
+            ..base
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+struct PrepareArgs {
+    /// Folder with one video (mp4, avi, mov, mpeg, gif, ...), DICOM file or image folder per
+    /// clip, named by clip id.
+    #[arg(long)]
+    clips: PathBuf,
+    /// Labels CSV: `clip`, `patient`, and a column per task (empty cell = not labelled).
+    #[arg(long)]
+    labels: PathBuf,
+    /// Dataset folder to write (clips already prepared there with the same settings are reused).
+    #[arg(long)]
+    out: PathBuf,
+    /// Keep every N-th frame.
+    #[arg(long, default_value_t = 1)]
+    stride: usize,
+    /// Keep at most this many frames per clip.
+    #[arg(long)]
+    max_frames: Option<usize>,
+    /// `auto` (the region that moves over the clip), `full`, or `x,y,width,height`.
+    #[arg(long, default_value = "auto")]
+    crop: String,
+    /// Longest side of the stored frames in pixels.
+    #[arg(long, default_value_t = 256)]
+    max_side: usize,
+    /// Fraction of patients for validation.
+    #[arg(long, default_value_t = 0.2)]
+    validation: f64,
+    /// Fraction of patients for test.
+    #[arg(long, default_value_t = 0.2)]
+    test: f64,
+    /// Cross-validation folds written to split.json.
+    #[arg(long, default_value_t = 5)]
+    folds: usize,
+    /// Seed of the patient split.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+/// Public datasets with an adapter.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum PublicDataset {
+    /// COVID-BLUES: A-lines vs B-lines per clip from severity.csv.
+    CovidBlues,
 }
 
 #[derive(Debug, Subcommand)]
@@ -242,7 +343,39 @@ enum Command {
     Pretrain(PretrainArgs),
     /// Heads on frozen features of each backbone (and the scratch baseline): AUC on the local
     /// test split and external sets, with patient-bootstrap intervals.
-    Probe(ProbeArgs),
+    Probe(ExperimentArgs),
+    /// Fine-tune backbone + head end to end from each initialisation; same evaluation as probe.
+    Finetune(ExperimentArgs),
+    /// Label efficiency: heads (and with --with-finetune, fine-tuning) on 1 ... 100% of the
+    /// training patients' labelled clips, x initialisations x seeds, with AUC-vs-fraction plots.
+    Sweep {
+        #[command(flatten)]
+        args: ExperimentArgs,
+        /// Label fractions (comma-separated, in (0, 1]).
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "0.01,0.05,0.1,0.25,0.5,1"
+        )]
+        fractions: Vec<f64>,
+        /// Fine-tune too (slow on a CPU: one network per fraction x backbone x seed x task).
+        #[arg(long)]
+        with_finetune: bool,
+    },
+    /// Clips (videos, DICOM, image folders) + labels CSV -> a dataset folder with a fixed split.
+    Prepare(PrepareArgs),
+    /// Write the labels CSV of a public dataset from its own annotation files.
+    Adapt {
+        /// Which dataset.
+        #[arg(value_enum)]
+        dataset: PublicDataset,
+        /// Its folder.
+        #[arg(long)]
+        root: PathBuf,
+        /// Labels CSV to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Time one pretraining step (forward, loss, backward, update) on random inputs; JSON out.
     BenchStep(BenchStepArgs),
     /// Write a synthetic lung-ultrasound cohort: clips/<clip>/frame_NNNN.png + labels.csv.
@@ -348,36 +481,52 @@ fn run_pretrain(args: PretrainArgs) -> Result<()> {
     Ok(())
 }
 
-fn run_probe(args: ProbeArgs) -> Result<()> {
-    let mut inits: Vec<Init> = Vec::new();
-    if !args.no_scratch {
-        inits.push(Init::Scratch);
-    }
-    inits.extend(args.backbones.iter().cloned().map(Init::Pretrained));
-    let experiment = ProbeExperiment {
-        data: args.data,
-        externals: args.externals.iter().map(|e| NamedData::parse(e)).collect(),
-        inits,
-        head: HeadTraining {
-            kind: args.head.into(),
-            steps: args.head_steps,
-            ..HeadTraining::default()
-        },
-        seeds: args.seeds,
-        size: args.size,
-        stride: args.stride,
-        validation: 0.2,
-        test: 0.2,
-        split_seed: args.split_seed,
-        bootstrap: args.bootstrap,
+fn run_prepare(args: PrepareArgs) -> Result<()> {
+    let crop = match args.crop.as_str() {
+        "auto" => Crop::Auto,
+        "full" => Crop::Full,
+        rect => Crop::Rect(parse_rect(rect)?),
     };
-    let rows = run_probes(&experiment)?;
+    let opts = PrepareOptions {
+        clips: args.clips,
+        labels: args.labels,
+        out: args.out,
+        stride: args.stride,
+        max_frames: args.max_frames,
+        crop,
+        max_side: args.max_side,
+        split: SplitOptions {
+            validation: args.validation,
+            test: args.test,
+            folds: args.folds,
+            seed: args.seed,
+        },
+    };
+    let report = prepare(&opts)?;
+    let cached = report.prepared.iter().filter(|c| c.cached).count();
+    eprintln!(
+        "prepared {} clips ({} frames, {cached} reused from an earlier run) in {}; skipped {}",
+        report.prepared.len(),
+        report.frames(),
+        opts.out.display(),
+        report.skipped.len()
+    );
+    for s in &report.skipped {
+        eprintln!("  skipped {}: {}", s.clip, s.reason);
+    }
+    Ok(())
+}
+
+fn run_experiment(args: &ExperimentArgs, methods: Vec<Method>, fractions: Vec<f64>) -> Result<()> {
+    let experiment = args.experiment(methods, fractions);
+    let rows = execute(&experiment)?;
     write_summary(&args.out, &experiment, &rows)?;
     print!("{}", markdown(&rows));
     eprintln!(
-        "wrote {} and {}",
+        "wrote {} (rows), {} (tables) and ROC curves in {}",
         args.out.join("summary.json").display(),
-        args.out.join("summary.md").display()
+        args.out.join("summary.md").display(),
+        args.out.display()
     );
     Ok(())
 }
@@ -386,7 +535,39 @@ fn run_probe(args: ProbeArgs) -> Result<()> {
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Pretrain(args) => run_pretrain(args),
-        Command::Probe(args) => run_probe(args),
+        Command::Probe(args) => {
+            let methods = vec![Method::Probe(args.head.into())];
+            run_experiment(&args, methods, vec![1.0])
+        }
+        Command::Finetune(args) => {
+            let methods = vec![Method::Finetune(args.head.into())];
+            run_experiment(&args, methods, vec![1.0])
+        }
+        Command::Sweep {
+            args,
+            fractions,
+            with_finetune,
+        } => {
+            let mut methods = vec![Method::Probe(args.head.into())];
+            if with_finetune {
+                methods.push(Method::Finetune(args.head.into()));
+            }
+            run_experiment(&args, methods, fractions)
+        }
+        Command::Prepare(args) => run_prepare(args),
+        Command::Adapt { dataset, root, out } => {
+            let PublicDataset::CovidBlues = dataset;
+            let c = write_blues_labels(&root, &out)?;
+            eprintln!(
+                "wrote {}: {} patients; lines: {} b_lines, {} a_lines, {} unlabelled",
+                out.display(),
+                c.patients,
+                c.b_lines,
+                c.a_lines,
+                c.unlabelled
+            );
+            Ok(())
+        }
         Command::BenchStep(args) => {
             let config = PretrainConfig {
                 method: args.method.into(),

@@ -16,7 +16,7 @@ use pleura::pack::{InputSpec, Provenance};
 use serde::Serialize;
 
 use crate::data::frames::FrameSet;
-use crate::data::split::{by_patient, Part};
+use crate::data::split::{dataset_parts, Part};
 use crate::eval::auc::roc_auc;
 use crate::export::pack::{write_pack, PackExport, TaskExport};
 use crate::model::{FullNetwork, FullNetworkConfig, HeadConfig, MobileNetV3Config};
@@ -124,7 +124,13 @@ pub fn build_pack(recipe: &PackRecipe, out: &Path) -> Result<Vec<TaskReport>> {
     );
     let raw = InputSpec::unnormalised(recipe.size, recipe.size);
     let mut frames = FrameSet::load(&recipe.data, tasks, &raw, recipe.stride)?;
-    let parts = by_patient(&frames.clips, recipe.validation, recipe.test, recipe.seed)?;
+    let parts = dataset_parts(
+        &recipe.data,
+        &frames.clips,
+        recipe.validation,
+        recipe.test,
+        recipe.seed,
+    )?;
     let train_frames: Vec<usize> = (0..frames.len())
         .filter(|&i| parts[frames.frame_clip[i]] == Part::Train)
         .collect();

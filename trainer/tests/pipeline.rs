@@ -5,8 +5,8 @@ use burn::tensor::Device;
 use pleura::engine::{Engine, TaskMode};
 use pleura::pack::Pack;
 use pleura_trainer::data::phantom::{write_cohort, PhantomOptions};
-use pleura_trainer::experiment::probe::{run_probes, ProbeExperiment};
 use pleura_trainer::experiment::report::write_summary;
+use pleura_trainer::experiment::run::{execute, Experiment, Method};
 use pleura_trainer::experiment::{Init, NamedData};
 use pleura_trainer::model::HeadKind;
 use pleura_trainer::recipe::{build_pack, BackboneInit, PackRecipe};
@@ -172,27 +172,45 @@ fn a_pretrained_run_becomes_the_shared_backbone_and_the_fine_tuning_start() {
     assert!(err.contains("64x64") && err.contains("96x96"), "{err}");
 
     // The same run against the scratch baseline: probes on frozen features, local and external.
-    let experiment = ProbeExperiment {
-        data: recipe.data.clone(),
+    let experiment = Experiment {
         externals: vec![NamedData::parse(&format!(
             "again={}",
             recipe.data.display()
         ))],
         inits: vec![Init::Scratch, Init::Pretrained(run.clone())],
+        methods: vec![
+            Method::Probe(HeadKind::Linear),
+            Method::Finetune(HeadKind::Linear),
+        ],
+        fractions: vec![0.5, 1.0],
         head: recipe.head.clone(),
+        finetune: FinetuneTraining {
+            steps: 2,
+            batch: 4,
+            eval_every: 1,
+            lr: 1e-5,
+            head_lr: Some(1e-4),
+            ..FinetuneTraining::default()
+        },
         seeds: vec![0],
         size: 64,
-        stride: 1,
-        validation: 0.2,
-        test: 0.2,
         split_seed: 1,
         bootstrap: 50,
+        ..Experiment::new(recipe.data.clone())
     };
-    let rows = run_probes(&experiment).unwrap();
-    assert_eq!(rows.len(), 3 * 2, "3 tasks x 2 backbones x 1 seed");
-    for (row, init) in rows.iter().zip(["scratch", "scratch", "scratch", "simclr"]) {
-        assert_eq!(row.init, init);
-    }
+    let rows = execute(&experiment).unwrap();
+    assert_eq!(
+        rows.len(),
+        2 * 3 * 2 * 2,
+        "backbones x tasks x methods x fractions"
+    );
+    assert_eq!(rows[0].init, "scratch");
+    assert_eq!(rows[12].init, "simclr");
+    assert_eq!(rows[2].head, "finetune");
+    assert!(
+        rows[0].train_frames < rows[1].train_frames,
+        "half the labels, then all"
+    );
     for row in &rows {
         let external = &row.external["again"];
         assert!(external.frames > row.test.frames && external.clips > 0);
@@ -209,6 +227,8 @@ fn a_pretrained_run_becomes_the_shared_backbone_and_the_fine_tuning_start() {
     );
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(report.join("summary.json")).unwrap()).unwrap();
-    assert_eq!(json["rows"].as_array().unwrap().len(), 6);
-    assert_eq!(json["rows"][3]["init"], "simclr");
+    assert_eq!(json["rows"].as_array().unwrap().len(), 24);
+    assert_eq!(json["rows"][12]["init"], "simclr");
+    assert!(report.join("roc_lines_local_test.png").is_file());
+    assert!(report.join("label_efficiency_view_again.png").is_file());
 }

@@ -6,7 +6,9 @@
 //! DIR/clips/<clip>/<frame>.png   frames of each clip, in name order
 //! ```
 
+pub mod covid_blues;
 pub mod frames;
+pub mod ingest;
 pub mod labels;
 pub mod phantom;
 pub mod split;

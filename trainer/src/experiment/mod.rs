@@ -2,31 +2,37 @@
 //! evaluated by ROC AUC on a held-out test split (by patient) and on external test sets, with
 //! patient-bootstrap intervals, at frame and clip level.
 
-pub mod probe;
 pub mod report;
+pub mod run;
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{ensure, Result};
 use burn::module::Module;
+use burn::tensor::Device;
 use serde::Serialize;
 
 use crate::data::frames::FrameSet;
 use crate::eval::auc::roc_auc;
 use crate::eval::bootstrap::patient_bootstrap_ci;
+use crate::model::import::import_onnx;
 use crate::model::{MobileNetV3, MobileNetV3Config};
-use crate::train::calibrate::scratch_backbone;
-use crate::train::pretrain::load_backbone;
+use crate::train::calibrate::{recalibrate_batchnorm, scratch_backbone};
+use crate::train::pretrain::{load_backbone, load_backbone_on};
 use crate::train::Labelled;
 
 /// Where a frozen backbone comes from.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Init {
     /// Seeded random weights with BatchNorm statistics measured on training frames: the
     /// baseline that pretraining must beat.
     Scratch,
     /// The backbone of a finished `pleura-train pretrain` run.
     Pretrained(PathBuf),
+    /// A torchvision-layout MobileNetV3-Small ONNX file the user brings (ImageNet weights, say);
+    /// BatchNorm statistics are measured on training frames as for scratch.
+    Imported(PathBuf),
 }
 
 /// A backbone in inference mode with the input normalisation it expects.
@@ -54,14 +60,21 @@ impl Init {
         seed: u64,
     ) -> Result<FrozenBackbone> {
         match self {
-            Init::Scratch => {
+            Init::Scratch | Init::Imported(_) => {
                 let (mean, std) = raw.stats(train);
                 let mut frames = raw.clone();
                 frames.normalise(mean, std);
                 let config = MobileNetV3Config::small().with_seed(seed);
+                let model = match self {
+                    Init::Imported(path) => {
+                        let model = import_onnx(path, &config, &Device::flex())?;
+                        recalibrate_batchnorm(&model, &frames, &calibration_frames(train), 32)
+                    }
+                    _ => scratch_backbone(&config, &frames, train),
+                };
                 Ok(FrozenBackbone {
-                    name: "scratch".into(),
-                    model: scratch_backbone(&config, &frames, train),
+                    name: self.name(),
+                    model,
                     mean,
                     std,
                 })
@@ -86,8 +99,77 @@ impl Init {
     }
 }
 
+impl Init {
+    /// `scratch`, `imported`, or for a pretraining run its folder name.
+    pub fn name(&self) -> String {
+        match self {
+            Init::Scratch => "scratch".into(),
+            Init::Imported(_) => "imported".into(),
+            Init::Pretrained(run) => run.file_name().map_or_else(
+                || run.display().to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            ),
+        }
+    }
+
+    /// A fresh copy of the backbone on the autodiff device `device`, to fine-tune (its
+    /// BatchNorms train on batch statistics). `seed` sets the scratch weights.
+    pub fn trainable(&self, size: usize, seed: u64, device: &Device) -> Result<MobileNetV3> {
+        let config = MobileNetV3Config::small().with_seed(seed);
+        match self {
+            Init::Scratch => Ok(config.init(device)),
+            Init::Imported(path) => import_onnx(path, &config, device),
+            Init::Pretrained(run) => {
+                let (model, info) = load_backbone_on(run, device)?;
+                ensure!(
+                    (info.input.height, info.input.width) == (size, size),
+                    "{}: pretrained at {}x{}, not {size}x{size}",
+                    run.display(),
+                    info.input.width,
+                    info.input.height
+                );
+                Ok(model)
+            }
+        }
+    }
+}
+
+fn calibration_frames(train: &[usize]) -> Vec<usize> {
+    train
+        .iter()
+        .copied()
+        .step_by((train.len() / 256).max(1))
+        .collect()
+}
+
+/// The points of the ROC curve of `scores` against `labels` (`(0, 0)` to `(1, 1)`, one point
+/// per distinct score). Empty when a class is missing.
+pub fn roc_points(scores: &[f32], labels: &[bool]) -> Vec<(f64, f64)> {
+    let pos = labels.iter().filter(|&&l| l).count() as f64;
+    let neg = labels.len() as f64 - pos;
+    if pos == 0.0 || neg == 0.0 {
+        return Vec::new();
+    }
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    let (mut tp, mut fp) = (0.0, 0.0);
+    let mut points = vec![(0.0, 0.0)];
+    for (k, &i) in order.iter().enumerate() {
+        if labels[i] {
+            tp += 1.0;
+        } else {
+            fp += 1.0;
+        }
+        let last_of_tie = order.get(k + 1).is_none_or(|&j| scores[j] != scores[i]);
+        if last_of_tie {
+            points.push((fp / neg, tp / pos));
+        }
+    }
+    points
+}
+
 /// A dataset to evaluate on, with a display name.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize)]
 pub struct NamedData {
     /// Short name used in tables (`local`, an external set's name).
     pub name: String,
@@ -179,5 +261,28 @@ pub fn evaluate(
         auc: roc_auc(scores, &set.positive),
         auc_ci: patient_bootstrap_ci(scores, &set.positive, &patient_of, reps, 0.95, seed),
         clip_auc: roc_auc(&clip_scores, &clip_labels),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roc_points_run_from_corner_to_corner_and_merge_ties() {
+        let p = roc_points(&[0.9, 0.8, 0.8, 0.1], &[true, false, true, false]);
+        assert_eq!(p, vec![(0.0, 0.0), (0.0, 0.5), (0.5, 1.0), (1.0, 1.0)]);
+        assert!(roc_points(&[0.1], &[true]).is_empty());
+    }
+
+    #[test]
+    fn names_and_external_sets_parse() {
+        assert_eq!(
+            Init::Pretrained(PathBuf::from("runs/vicreg")).name(),
+            "vicreg"
+        );
+        let d = NamedData::parse("mmc=/data/mmc");
+        assert_eq!((d.name.as_str(), d.path()), ("mmc", Path::new("/data/mmc")));
+        assert_eq!(NamedData::parse("/data/other").name, "other");
     }
 }

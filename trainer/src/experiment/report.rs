@@ -9,8 +9,9 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use super::probe::ResultRow;
+use super::run::ResultRow;
 use super::Evaluation;
+use crate::eval::plots::{line_chart, Chart, Series};
 use pleura::fsutil::write_atomic;
 
 /// Mean AUC and mean interval of a group of rows (`None` when no row has an AUC).
@@ -143,6 +144,138 @@ fn unique<T: PartialEq>(items: impl Iterator<Item = T>) -> Vec<T> {
     out
 }
 
+fn file_part(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// ROC curves (`OUT/roc_<task>_<set>.png/.svg`): one curve per backbone and head, at the
+/// largest label fraction, first seed. Label efficiency (`OUT/label_efficiency_<task>_<set>`)
+/// when there are several fractions: mean AUC over seeds against the fraction.
+pub fn write_plots(out: &Path, rows: &[ResultRow]) -> Result<()> {
+    let tasks = unique(rows.iter().map(|r| r.task.as_str()));
+    let models = unique(rows.iter().map(|r| (r.init.as_str(), r.head.as_str())));
+    let fractions = unique(rows.iter().map(|r| r.label_fraction.to_bits()));
+    let top = fractions
+        .iter()
+        .map(|&b| f64::from_bits(b))
+        .fold(0.0, f64::max);
+    let first_seed = rows.first().map_or(0, |r| r.seed);
+    for task in &tasks {
+        let sets = unique(
+            rows.iter()
+                .filter(|r| r.task == *task)
+                .flat_map(|r| r.roc.keys().cloned()),
+        );
+        for set in &sets {
+            let mut names = Vec::new();
+            let mut curves = Vec::new();
+            let mut efficiency = Vec::new();
+            for (init, head) in &models {
+                let of_model =
+                    |r: &&ResultRow| r.task == *task && r.init == *init && r.head == *head;
+                if let Some(r) = rows
+                    .iter()
+                    .filter(of_model)
+                    .find(|r| r.label_fraction == top && r.seed == first_seed)
+                {
+                    let auc = if set == "local test" {
+                        r.test.auc
+                    } else {
+                        r.external.get(set).and_then(|e| e.auc)
+                    };
+                    names.push(format!(
+                        "{init} {head} (AUC {})",
+                        auc.map_or("n/a".into(), |a| format!("{a:.3}"))
+                    ));
+                    curves.push(r.roc.get(set).cloned().unwrap_or_default());
+                }
+                let mut points = Vec::new();
+                for &bits in &fractions {
+                    let f = f64::from_bits(bits);
+                    let aucs: Vec<f64> = rows
+                        .iter()
+                        .filter(of_model)
+                        .filter(|r| r.label_fraction == f)
+                        .filter_map(|r| {
+                            if set == "local test" {
+                                r.test.auc
+                            } else {
+                                r.external.get(set).and_then(|e| e.auc)
+                            }
+                        })
+                        .collect();
+                    if !aucs.is_empty() {
+                        points.push((
+                            (f * 100.0).log10(),
+                            aucs.iter().sum::<f64>() / aucs.len() as f64,
+                        ));
+                    }
+                }
+                efficiency.push((format!("{init} {head}"), points));
+            }
+            let mut series: Vec<Series> = names
+                .iter()
+                .zip(&curves)
+                .map(|(n, c)| Series {
+                    name: n,
+                    points: c.clone(),
+                })
+                .collect();
+            if series.iter().all(|s| s.points.is_empty()) {
+                log::info!("no ROC curve for {task} on {set}: a class is missing there");
+                continue;
+            }
+            series.push(Series {
+                name: "chance",
+                points: vec![(0.0, 0.0), (1.0, 1.0)],
+            });
+            let title = format!("ROC, {task}, {set}");
+            line_chart(
+                &out.join(format!("roc_{}_{}", file_part(task), file_part(set))),
+                &Chart {
+                    title: &title,
+                    x_label: "false positive rate",
+                    y_label: "true positive rate",
+                },
+                &series,
+            )?;
+            if fractions.len() > 1 && efficiency.iter().any(|(_, p)| !p.is_empty()) {
+                let title = format!("Label efficiency, {task}, {set}");
+                let series: Vec<Series> = efficiency
+                    .iter()
+                    .map(|(n, p)| Series {
+                        name: n,
+                        points: p.clone(),
+                    })
+                    .collect();
+                line_chart(
+                    &out.join(format!(
+                        "label_efficiency_{}_{}",
+                        file_part(task),
+                        file_part(set)
+                    )),
+                    &Chart {
+                        title: &title,
+                        x_label:
+                            "labelled training clips used, log10 of percent (0 = 1%, 2 = 100%)",
+                        y_label: "ROC AUC, mean over seeds",
+                    },
+                    &series,
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Writes `OUT/summary.json` (`{"experiment": settings, "rows": rows}`) and `OUT/summary.md`.
 pub fn write_summary(out: &Path, settings: &impl Serialize, rows: &[ResultRow]) -> Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
@@ -155,7 +288,8 @@ pub fn write_summary(out: &Path, settings: &impl Serialize, rows: &[ResultRow]) 
         &out.join("summary.json"),
         serde_json::to_string_pretty(&json)?.as_bytes(),
     )?;
-    write_atomic(&out.join("summary.md"), markdown(rows).as_bytes())
+    write_atomic(&out.join("summary.md"), markdown(rows).as_bytes())?;
+    write_plots(out, rows)
 }
 
 #[cfg(test)]
@@ -180,8 +314,10 @@ mod tests {
             val_auc: Some(auc),
             test_auc: Some(auc),
             test_auc_ci: e.auc_ci,
+            train_frames: 10,
             test: e.clone(),
             external: BTreeMap::from([("ext".to_string(), e)]),
+            roc: BTreeMap::new(),
         }
     }
 

@@ -14,10 +14,13 @@
 //! - [`mobilenet_v3`]: the [`MobileNetV3`] module (training vs inference mode is explained there).
 //! - [`heads`]: [`HeadKind`], [`Head`], [`FullNetwork`].
 //! - [`folded`]: BatchNorm-folded plain arrays, the contract with the ONNX exporter.
+//! - [`import`]: a user's torchvision MobileNetV3 ONNX file (e.g. ImageNet weights) into
+//!   [`MobileNetV3`].
 
 pub mod blocks;
 pub mod folded;
 pub mod heads;
+pub mod import;
 pub(crate) mod init;
 pub mod mobilenet_v3;
 pub mod spec;
@@ -27,5 +30,6 @@ pub use folded::{
     Act, FoldedBackbone, FoldedBlock, FoldedConv, FoldedHead, FoldedLinear, FoldedSqueezeExcite,
 };
 pub use heads::{FullNetwork, FullNetworkConfig, Head, HeadConfig, HeadKind};
+pub use import::{import_onnx, OnnxMobileNetV3};
 pub use mobilenet_v3::{trainable_params, MobileNetV3};
 pub use spec::{make_divisible, Activation, BlockSpec, MobileNetV3Config, Variant};

@@ -25,9 +25,12 @@ pub struct FinetuneTraining {
     pub steps: usize,
     /// Frames per step.
     pub batch: usize,
-    /// Adam learning rate (the paper uses 1e-5 backbone / 1e-4 head from a pretrained
-    /// backbone; from scratch a larger rate is needed).
+    /// Adam learning rate of the whole network, or of the backbone when `head_lr` is set (the
+    /// paper: 1e-5 backbone / 1e-4 head from a pretrained backbone; from scratch a larger rate
+    /// is needed).
     pub lr: f64,
+    /// Learning rate of the head, when it differs from the backbone's.
+    pub head_lr: Option<f64>,
     /// L2 weight decay (paper: 1e-4).
     pub weight_decay: f32,
     /// Steps between validation AUC checks (the best network is kept).
@@ -42,6 +45,7 @@ impl Default for FinetuneTraining {
             steps: 150,
             batch: 32,
             lr: 1e-3,
+            head_lr: None,
             weight_decay: 1e-4,
             eval_every: 25,
             seed: 0,
@@ -97,8 +101,24 @@ pub fn finetune(
         let logits = net.forward(frames.batch(&index, &device));
         let loss = weighted_bce_with_logits(logits, y, w);
         let loss_value = to_vec(loss.clone())[0];
-        let grads = GradientsParams::from_grads(loss.backward(), &net);
-        net = optim.step(opts.lr, net, grads);
+        let mut grads = loss.backward();
+        net = match opts.head_lr {
+            None => {
+                let grads = GradientsParams::from_grads(grads, &net);
+                optim.step(opts.lr, net, grads)
+            }
+            Some(head_lr) => {
+                // The paper's two rates: small steps for the pretrained backbone, larger for
+                // the new head. One Adam keeps the state of both, keyed by parameter.
+                let gb = GradientsParams::from_module(&mut grads, &net.backbone);
+                let gh = GradientsParams::from_module(&mut grads, &net.head);
+                let FullNetwork { backbone, head } = net;
+                FullNetwork::new(
+                    optim.step(opts.lr, backbone, gb),
+                    optim.step(head_lr, head, gh),
+                )
+            }
+        };
         if step % opts.eval_every.max(1) == 0 || step == opts.steps {
             // Batch statistics drift fast while training from scratch; the running averages
             // (momentum 0.01) lag behind, so evaluate with statistics re-measured on training frames.

@@ -37,7 +37,7 @@ use super::schedule::{scaled_lr, WarmupCosine};
 use super::to_vec;
 use crate::augment::{normalise, AugmentConfig, Augmenter};
 use crate::data::frames::FrameSet;
-use crate::data::split::{by_patient, Part};
+use crate::data::split::{dataset_parts, Part};
 use crate::eval::plots::{line_chart, Chart, Series};
 use crate::model::{MobileNetV3, MobileNetV3Config, Variant};
 use crate::progress;
@@ -506,7 +506,13 @@ pub fn pretrain(
     };
     let raw = InputSpec::unnormalised(config.size, config.size);
     let frames = FrameSet::load(data, &STANDARD, &raw, config.stride)?;
-    let parts = by_patient(&frames.clips, config.validation, config.test, config.seed)?;
+    let parts = dataset_parts(
+        data,
+        &frames.clips,
+        config.validation,
+        config.test,
+        config.seed,
+    )?;
     let index: Vec<usize> = (0..frames.len())
         .filter(|&i| parts[frames.frame_clip[i]] == Part::Train)
         .collect();
