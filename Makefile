@@ -75,6 +75,20 @@ montage: build
 clean-demo:
 	rm -rf $(DEMO)
 
+## soak: $(SOAK_FRAMES) phantom frames through `pleura run` (records to /dev/null) to show that
+## memory stays flat: prints the summary with resident memory at start and end, and the wall time
+.PHONY: soak
+SOAK_FRAMES ?= 100000
+SOAK_OUT := target/soak
+soak:
+	$(CARGO) build --release --locked -p pleura
+	@mkdir -p $(SOAK_OUT)
+	@start=$$(date +%s); \
+	$(RELEASE)/pleura run --pack $(PACK) --frames $(SOAK_FRAMES) --output /dev/null \
+		--summary $(SOAK_OUT)/summary.json 2> $(SOAK_OUT)/stderr.txt; status=$$?; \
+	cat $(SOAK_OUT)/stderr.txt; echo "wall time: $$(( $$(date +%s) - start )) s"; exit $$status
+	@grep -E '"rss_(start|end|peak)_kib"' $(SOAK_OUT)/summary.json
+
 ## check-onnx: cross-check a pack with onnx.checker and onnxruntime (Python peers, not the product)
 check-onnx:
 	python3 -m pip install --quiet onnx onnxruntime numpy
@@ -94,6 +108,17 @@ ssl-evidence: build
 	$(RELEASE)/pleura-train probe --data $(EVIDENCE)/data --head linear --seeds 0,1,2 \
 		$(foreach m,$(SSL_METHODS),--backbone $(EVIDENCE)/pretrain-$(m)) \
 		--external phantom-seed7=$(EVIDENCE)/external --out $(EVIDENCE)/probe
+
+## bench: the shared backbone + heads against the serial per-task networks on $(PACK), in
+## hierarchy and all-tasks modes over the same 300 phantom frames, interleaved, one thread (as on
+## a board; BENCH_ARGS="--threads 2" to change); bench.json, latency.csv, latency_histogram.png
+.PHONY: bench
+BENCH_OUT ?= target/bench
+BENCH_ARGS ?= --frames 300 --threads 1
+bench:
+	$(CARGO) build --release --locked -p pleura
+	$(RELEASE)/pleura bench --pack $(PACK) $(BENCH_ARGS) --out $(BENCH_OUT)
+	@echo "benchmark report: $(BENCH_OUT)/bench.json"
 
 ## bench-pretrain: one pretraining step, burn vs PyTorch + lightly (PyPI, a measuring peer),
 ## interleaved in one run; JSON in target/bench/pretrain_step.json
@@ -139,4 +164,5 @@ covid-blues: build
 		--seeds $(BLUES_SEEDS) --finetune-steps $(BLUES_FINETUNE_STEPS) --out $(BLUES_OUT)/finetune
 	$(RELEASE)/pleura-train sweep --data $(BLUES_OUT)/data $(BLUES_BACKBONES) --head linear \
 		--seeds $(BLUES_SEEDS) --out $(BLUES_OUT)/sweep
-	BLUES="$(BLUES)" OUT="$(BLUES_OUT)" REPORT="$(BLUES_REPORT)" tools/covid_blues_report.sh
+	BLUES="$(BLUES)" OUT="$(BLUES_OUT)" REPORT="$(BLUES_REPORT)" STRIDE=$(BLUES_STRIDE) STEPS=$(BLUES_STEPS) \
+		FT_STEPS=$(BLUES_FINETUNE_STEPS) SEEDS=$(BLUES_SEEDS) METHODS="$(SSL_METHODS)" tools/covid_blues_report.sh

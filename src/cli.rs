@@ -2,15 +2,19 @@
 
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+use signal_hook::consts::{SIGINT, SIGTERM};
 
+use crate::capture::paced::Paced;
 use crate::capture::phantom::PhantomSource;
 use crate::capture::FrameSource;
 use crate::engine::{Engine, TaskMode};
 use crate::pack::{fmt_shape, Pack};
-use crate::pipeline::{self, RunOptions};
+use crate::pipeline::{self, RunConfig, RunOptions};
 
 /// Pleura: lung-ultrasound inference with one shared backbone and small task heads.
 #[derive(Debug, Parser)]
@@ -29,6 +33,8 @@ enum Command {
     },
     /// Run a pack on a frame source and print one JSON line per frame.
     Run(RunArgs),
+    /// Time the shared backbone + heads against the serial per-task networks.
+    Bench(crate::bench::cli::BenchArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -57,6 +63,13 @@ struct RunArgs {
     /// Write the run summary as JSON here.
     #[arg(long)]
     summary: Option<PathBuf>,
+    /// TOML file overriding the pack's smoothing per task (`[smoothing.view]` `window = 9`).
+    #[arg(long, value_name = "FILE.toml")]
+    config: Option<PathBuf>,
+    /// Deliver source frames in real time at this rate; a slower inference then drops the
+    /// older frames (counted) instead of falling behind. Default: as fast as inference takes them.
+    #[arg(long, value_name = "N")]
+    fps: Option<f64>,
 }
 
 /// A validated frame source.
@@ -83,6 +96,7 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Info { pack } => info(&pack),
         Command::Run(args) => run_pack(args),
+        Command::Bench(args) => crate::bench::cli::run(args),
     }
 }
 
@@ -163,8 +177,14 @@ fn info(dir: &PathBuf) -> Result<()> {
 fn run_pack(args: RunArgs) -> Result<()> {
     let plan = SourcePlan::parse(&args.source)?;
     let pack = Pack::load(&args.pack)?;
+    let smoothing = match &args.config {
+        Some(path) => RunConfig::load(path)?
+            .smoothing(&pack)
+            .with_context(|| format!("--config {}", path.display()))?,
+        None => pack.smoothing.clone(),
+    };
     let engine = Engine::new(&pack, false)?;
-    let mut source: Box<dyn FrameSource> = match plan {
+    let source: Box<dyn FrameSource + Send> = match plan {
         SourcePlan::Phantom { seed } => Box::new(PhantomSource::new(
             seed,
             args.phantom_size,
@@ -173,6 +193,18 @@ fn run_pack(args: RunArgs) -> Result<()> {
             args.frames,
         )?),
     };
+    let source: Box<dyn FrameSource + Send> = match args.fps {
+        Some(fps) => Box::new(Paced::new(source, fps).context("--fps")?),
+        None => source,
+    };
+    // Ctrl-C (or SIGTERM) raises `stop`: the run ends after the current frame with its summary.
+    // A second one while it winds down ends the process at once, with status 130.
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [SIGINT, SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(signal, 130, Arc::clone(&stop))
+            .and_then(|_| signal_hook::flag::register(signal, Arc::clone(&stop)))
+            .context("installing the Ctrl-C handler")?;
+    }
     let options = RunOptions {
         mode: if args.all_tasks {
             TaskMode::AllTasks
@@ -180,6 +212,8 @@ fn run_pack(args: RunArgs) -> Result<()> {
             TaskMode::Hierarchy
         },
         crop: None,
+        smoothing,
+        stop,
     };
     let mut out: Box<dyn Write> = match &args.output {
         Some(path) => Box::new(BufWriter::new(
@@ -187,17 +221,15 @@ fn run_pack(args: RunArgs) -> Result<()> {
         )),
         None => Box::new(BufWriter::new(io::stdout().lock())),
     };
-    let summary = pipeline::run(
-        source.as_mut(),
-        &engine,
-        &options,
-        &pack.manifest.input,
-        &mut out,
-    )?;
-    out.flush().context("writing frame records")?;
+    let outcome = pipeline::run(source, &engine, &options, &pack.manifest.input, &mut out)?;
+    let flushed = out.flush().context("writing frame records");
+    let summary = &outcome.summary;
     eprint!("{}", summary.to_text());
     if let Some(path) = &args.summary {
-        crate::fsutil::write_atomic(path, serde_json::to_string_pretty(&summary)?.as_bytes())?;
+        crate::fsutil::write_atomic(path, serde_json::to_string_pretty(summary)?.as_bytes())?;
     }
-    Ok(())
+    match outcome.error {
+        Some(err) => Err(err),
+        None => flushed,
+    }
 }

@@ -4,6 +4,13 @@
 //! plans once; [`Engine::session`] spawns per-stream state; [`Session::infer`] runs the shared
 //! backbone once per frame and the heads the task hierarchy asks for. [`Session::serial`] runs
 //! one whole fine-tuned network, the baseline the shared path is measured against.
+//!
+//! Threads: tract runs every plan on the calling thread unless it is given an executor.
+//! [`EngineConfig::threads`] above 1 builds one rayon pool (tract-linalg's `multithread-mm`
+//! executor, cargo feature `threads`) shared by all plans of the engine. tract then splits
+//! matrix products of at least 64 panels and depthwise / element-wise ops over at least 32,768
+//! values across the pool; smaller ops (the heads, the late backbone layers) stay inline. One
+//! thread is the default, as on a board whose other cores capture and convert frames.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,9 +44,29 @@ pub struct Task {
     pub gate: Option<(usize, usize)>,
 }
 
+/// How the engine runs its plans.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// Threads tract may use inside one plan run (1 = the calling thread only).
+    pub threads: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self { threads: 1 }
+    }
+}
+
+/// `true` when this build's tract can run a plan on several threads (cargo feature `threads`).
+pub const MULTITHREAD_AVAILABLE: bool = cfg!(feature = "threads");
+
+/// Threads of an engine's pool are named this, then `-0`, `-1`, ...
+pub const POOL_THREAD_NAME: &str = "pleura-tract";
+
 /// Optimised plans of a pack.
 #[derive(Debug)]
 pub struct Engine {
+    threads: usize,
     tasks: Vec<Task>,
     input_shape: [usize; 4],
     feature_dim: usize,
@@ -67,7 +94,7 @@ impl Inference {
     }
 }
 
-fn plan(model: &LoadedModel, shape: &[usize]) -> Result<Plan> {
+fn plan(model: &LoadedModel, shape: &[usize], options: &RunOptions) -> Result<Plan> {
     let context = || format!("preparing {} for tract", model.path.display());
     let plan = tract_onnx::onnx()
         .model_for_proto_model(&model.proto)
@@ -76,15 +103,45 @@ fn plan(model: &LoadedModel, shape: &[usize]) -> Result<Plan> {
         .with_context(context)?
         .into_optimized()
         .with_context(context)?
-        .into_runnable()
+        .into_runnable_with_options(options)
         .with_context(context)?;
     Ok(plan)
 }
 
+/// tract's run options for `threads`: no executor (the calling thread) for one thread.
+fn run_options(threads: usize) -> Result<RunOptions> {
+    ensure!(threads >= 1, "threads must be at least 1, got {threads}");
+    if threads == 1 {
+        return Ok(RunOptions::default());
+    }
+    #[cfg(feature = "threads")]
+    {
+        let executor = tract_onnx::prelude::multithread::Executor::multithread_with_name(
+            threads,
+            POOL_THREAD_NAME,
+        );
+        Ok(RunOptions {
+            executor: Some(executor),
+            ..RunOptions::default()
+        })
+    }
+    #[cfg(not(feature = "threads"))]
+    anyhow::bail!(
+        "{threads} threads asked for, but this build of pleura runs tract on one thread \
+         (rebuild with the cargo feature `threads`)"
+    )
+}
+
 impl Engine {
     /// Optimises the backbone and heads of `pack`, and its per-task full networks when
-    /// `with_serial` (only the benchmark needs those).
+    /// `with_serial` (only the benchmark needs those), to run on one thread.
     pub fn new(pack: &Pack, with_serial: bool) -> Result<Engine> {
+        Engine::with_config(pack, with_serial, &EngineConfig::default())
+    }
+
+    /// [`Engine::new`] with explicit settings; all plans share one thread pool.
+    pub fn with_config(pack: &Pack, with_serial: bool, config: &EngineConfig) -> Result<Engine> {
+        let options = run_options(config.threads)?;
         let m = &pack.manifest;
         let input_shape = [1, m.input.channels, m.input.height, m.input.width];
         let feature_dim = m.backbone.feature_dim;
@@ -104,21 +161,22 @@ impl Engine {
                 }
             })
             .collect();
-        let backbone = plan(&pack.backbone, &input_shape)?;
+        let backbone = plan(&pack.backbone, &input_shape, &options)?;
         let heads = pack
             .heads
             .iter()
-            .map(|h| plan(h, &[1, feature_dim]))
+            .map(|h| plan(h, &[1, feature_dim], &options))
             .collect::<Result<_>>()?;
         let serial = with_serial
             .then(|| {
                 pack.serial_networks
                     .iter()
-                    .map(|n| plan(n, &input_shape))
+                    .map(|n| plan(n, &input_shape, &options))
                     .collect()
             })
             .transpose()?;
         Ok(Engine {
+            threads: config.threads,
             tasks,
             input_shape,
             feature_dim,
@@ -126,6 +184,11 @@ impl Engine {
             heads,
             serial,
         })
+    }
+
+    /// Threads tract may use inside one plan run.
+    pub fn threads(&self) -> usize {
+        self.threads
     }
 
     /// The tasks, in pack order.
@@ -160,6 +223,7 @@ impl Engine {
                     .collect::<TractResult<_>>()?,
                 None => Vec::new(),
             },
+            head_times: vec![None; self.heads.len()],
         })
     }
 }
@@ -170,6 +234,8 @@ pub struct Session<'e> {
     backbone: PlanState,
     heads: Vec<PlanState>,
     serial: Vec<PlanState>,
+    /// Per task: time of its head in the last [`Session::infer`], `None` when skipped.
+    head_times: Vec<Option<Duration>>,
 }
 
 impl Session<'_> {
@@ -188,8 +254,11 @@ impl Session<'_> {
                 (TaskMode::AllTasks, _) | (_, None) => true,
                 (TaskMode::Hierarchy, Some((parent, class))) => decisions[parent] == Some(class),
             };
+            self.head_times[i] = None;
             if enabled {
+                let head_start = Instant::now();
                 let p = self.head(i, &features)?;
+                self.head_times[i] = Some(head_start.elapsed());
                 probabilities[i] = Some(p);
                 decisions[i] = Some(usize::from(p >= 0.5));
             }
@@ -199,6 +268,12 @@ impl Session<'_> {
             backbone,
             heads: start.elapsed(),
         })
+    }
+
+    /// Per task (pack order): how long its head took in the last [`Session::infer`], `None`
+    /// when the hierarchy skipped it (timing detail for the benchmark).
+    pub fn last_head_times(&self) -> &[Option<Duration>] {
+        &self.head_times
     }
 
     /// The backbone's feature vector for `input`.

@@ -32,6 +32,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod bench;
 pub mod capture;
 pub mod cli;
 pub mod engine;
@@ -42,3 +43,4 @@ pub mod pack;
 pub mod phantom;
 pub mod pipeline;
 pub mod preprocess;
+pub mod smoothing;

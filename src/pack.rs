@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use tract_onnx::pb;
 
 use crate::fsutil::{sha256_file, write_atomic};
+use crate::smoothing::SmoothingConfig;
 
 /// The manifest format this runtime reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
@@ -145,6 +146,9 @@ pub struct TaskEntry {
     pub gate: Option<Gate>,
     /// The whole fine-tuned network for this task, run by the serial baseline.
     pub serial_network: ModelFile,
+    /// Temporal smoothing of this task's probabilities (defaults when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smoothing: Option<SmoothingConfig>,
 }
 
 /// Where the pack came from.
@@ -275,6 +279,9 @@ pub struct Pack {
     pub heads: Vec<LoadedModel>,
     /// Per task (manifest order): its whole fine-tuned network.
     pub serial_networks: Vec<LoadedModel>,
+    /// Per task (manifest order): temporal smoothing, from the optional `tasks[i].smoothing`
+    /// (defaults where absent).
+    pub smoothing: Vec<SmoothingConfig>,
 }
 
 impl Pack {
@@ -364,7 +371,20 @@ impl Pack {
             check_shape(&net, &field, "output", &net.output_shape, &[None, Some(1)])?;
             serial_networks.push(net);
         }
+        let smoothing = manifest
+            .tasks
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let config = t.smoothing.clone().unwrap_or_default();
+                config
+                    .validate()
+                    .with_context(|| format!("field `tasks[{i}].smoothing`"))?;
+                Ok(config)
+            })
+            .collect::<Result<Vec<_>>>()?;
         Ok(Pack {
+            smoothing,
             dir,
             manifest,
             backbone,

@@ -42,16 +42,21 @@ fn run_prints_one_json_record_per_frame() {
         let tasks = &rec["tasks"];
         let p = tasks["view"]["p"].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&p));
-        // The hierarchy: exactly one of the gated tasks runs, the one the view selects.
-        let pleural = tasks["view"]["class"] == "pleural";
-        assert_eq!(tasks["effusion"].is_null(), !pleural, "{rec}");
-        assert_eq!(tasks["lines"].is_null(), pleural, "{rec}");
+        // The hierarchy follows the SMOOTHED view decision: the gated task it selects runs,
+        // the other does not, and neither while the view is undecided.
+        let decision = &tasks["view"]["decision"];
+        assert_eq!(tasks["effusion"].is_null(), decision != "pleural", "{rec}");
+        assert_eq!(tasks["lines"].is_null(), decision != "parenchymal", "{rec}");
+        let smoothed = tasks["view"]["p_smoothed"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&smoothed));
+        assert_eq!(rec["dropped"], 0);
         for stage in ["capture", "preprocess", "backbone", "heads", "total"] {
             assert!(rec["latency_ms"][stage].as_f64().unwrap() >= 0.0);
         }
     }
     let err = stderr(&out);
     assert!(err.contains("p50") && err.contains("backbone"), "{err}");
+    assert!(err.contains("0 dropped, 0 bad"), "{err}");
 }
 
 #[test]
@@ -160,4 +165,346 @@ fn missing_pack_and_bad_source_exit_with_status_2_and_a_message() {
     ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("unknown source"), "{}", stderr(&out));
+}
+
+#[test]
+fn bench_on_a_few_frames_reports_finite_savings_and_writes_its_files() {
+    let pack = Pack::load(default_pack()).unwrap();
+    let config = pleura::bench::BenchConfig {
+        frames: 6,
+        warmup: 1,
+        phantom_size: 64,
+        clip_frames: 2,
+        ..Default::default()
+    };
+    let mut run = pleura::bench::run(&pack, &default_pack(), &config).unwrap();
+    for saving in [run.report.saving_hierarchy, run.report.saving_all_tasks] {
+        assert!(
+            saving.is_finite() && saving > -1.0 && saving < 1.0,
+            "{saving}"
+        );
+    }
+    // The hierarchy runs the view network and exactly one other; all-tasks mode runs three.
+    assert!((run.report.hierarchy.networks_per_frame - 2.0).abs() < 1e-12);
+    assert!((run.report.all_tasks.networks_per_frame - 3.0).abs() < 1e-12);
+
+    let dir = tempfile::tempdir().unwrap();
+    let json_path = run.write(&dir.path().join("bench")).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    for key in [
+        "saving_hierarchy",
+        "saving_all_tasks",
+        "limit_hierarchy",
+        "limit_all_tasks",
+        "stage_medians_ms",
+        "p99_ms",
+        "engine",
+        "threads",
+        "cpu",
+        "versions",
+        "frames",
+        "hierarchy",
+        "all_tasks",
+    ] {
+        assert!(!json[key].is_null(), "bench.json lacks `{key}`: {json}");
+    }
+    assert_eq!(json["engine"], "tract 0.23.9");
+    assert_eq!(json["threads"], 1);
+    assert_eq!(json["frames"], 6);
+    for stage in ["backbone", "head.view", "network.view", "network.effusion"] {
+        assert!(
+            json["stage_medians_ms"][stage].as_f64().unwrap() > 0.0,
+            "{stage}"
+        );
+    }
+    assert!(json["p99_ms"]["hierarchy.serial"].as_f64().unwrap() > 0.0);
+    assert!(json["files"]["caption"]
+        .as_str()
+        .unwrap()
+        .contains("latency.csv"));
+
+    let csv = std::fs::read_to_string(dir.path().join("bench/latency.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 2 * 2 * 6);
+    assert!(
+        csv.starts_with("frame,mode,path,ran_first,total_ms"),
+        "{csv}"
+    );
+    let png = pleura::image::read_png(&dir.path().join("bench/latency_histogram.png")).unwrap();
+    assert!(png.width > 100 && png.height > 100);
+}
+
+#[test]
+fn bench_cli_wants_300_frames_and_threads_give_the_same_probabilities() {
+    let out = pleura(&["bench", "--frames", "10"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("300"), "{}", stderr(&out));
+
+    let pack = Pack::load(default_pack()).unwrap();
+    let input: Vec<f32> = (0..128 * 128)
+        .map(|i| (i % 97) as f32 / 50.0 - 1.0)
+        .collect();
+    let mut results = Vec::new();
+    for threads in [1, 2] {
+        let config = pleura::engine::EngineConfig { threads };
+        let engine = Engine::with_config(&pack, false, &config).unwrap();
+        assert_eq!(engine.threads(), threads);
+        let mut session = engine.session().unwrap();
+        let r = session.infer(&input, TaskMode::AllTasks).unwrap();
+        assert!(session.last_head_times().iter().all(Option::is_some));
+        results.push(r.probabilities);
+    }
+    for (a, b) in results[0].iter().zip(&results[1]) {
+        assert!((a.unwrap() - b.unwrap()).abs() < 1e-5, "{a:?} vs {b:?}");
+    }
+}
+
+/// Smoothing, the live loop (capture thread, newest-frame mailbox), bad frames, source errors
+/// and Ctrl-C.
+mod live {
+    use std::time::Duration;
+
+    use pleura::capture::paced::Paced;
+    use pleura::capture::phantom::PhantomSource;
+    use pleura::engine::Engine;
+    use pleura::pack::Pack;
+    use pleura::pipeline::{self, RunEnd, RunOptions};
+
+    use crate::util::{
+        default_pack, edit_manifest, json_lines, pack_copy, pleura, stderr, ScriptedSource,
+        SlowWriter, Step,
+    };
+
+    fn engine() -> (Pack, Engine) {
+        let pack = Pack::load(default_pack()).unwrap();
+        let engine = Engine::new(&pack, false).unwrap();
+        (pack, engine)
+    }
+
+    fn latency_p99(summary: &pipeline::RunSummary, stage: &str) -> f64 {
+        let (_, s) = summary.latency_ms.iter().find(|(n, _)| n == stage).unwrap();
+        s.p99
+    }
+
+    #[test]
+    fn manifest_smoothing_is_optional_and_checked() {
+        let pack = Pack::load(default_pack()).unwrap();
+        assert!(pack
+            .smoothing
+            .iter()
+            .all(|s| s.window == 17 && s.consecutive == 7));
+
+        let (_tmp, dir) = pack_copy();
+        edit_manifest(&dir, |m| {
+            m["tasks"][2]["smoothing"] = serde_json::json!({"window": 5, "on_skip": "hold"})
+        });
+        let pack = Pack::load(&dir).unwrap();
+        assert_eq!(pack.smoothing[2].window, 5);
+        assert_eq!(pack.smoothing[2].consecutive, 7);
+        assert_eq!(pack.smoothing[0].window, 17);
+
+        edit_manifest(&dir, |m| {
+            m["tasks"][1]["smoothing"] = serde_json::json!({"window": 0})
+        });
+        let err = format!("{:#}", Pack::load(&dir).unwrap_err());
+        assert!(
+            err.contains("tasks[1].smoothing") && err.contains("window"),
+            "{err}"
+        );
+        edit_manifest(&dir, |m| {
+            m["tasks"][1]["smoothing"] = serde_json::json!({"frames": 3})
+        });
+        // Unknown fields: serde names the field and the manifest line.
+        let err = format!("{:#}", Pack::load(&dir).unwrap_err());
+        assert!(
+            err.contains("manifest.json") && err.contains("frames") && err.contains("line"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn config_file_overrides_smoothing_per_task() {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = tmp.path().join("run.toml");
+        // A band of zero width decided on every frame: the smoothed view decision is the raw one.
+        std::fs::write(
+            &config,
+            "[smoothing.view]\nwindow = 1\nconsecutive = 1\npositive_above = 0.5\nnegative_below = 0.5\n",
+        )
+        .unwrap();
+        let summary = tmp.path().join("summary.json");
+        let out = pleura(&[
+            "run",
+            "--pack",
+            default_pack().to_str().unwrap(),
+            "--frames",
+            "8",
+            "--phantom-size",
+            "96",
+            "--config",
+            config.to_str().unwrap(),
+            "--summary",
+            summary.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        for rec in json_lines(&out.stdout) {
+            let view = &rec["tasks"]["view"];
+            if view["p"].as_f64().unwrap() != 0.5 {
+                assert_eq!(view["decision"], view["class"], "{rec}");
+            }
+        }
+        let summary: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+        assert_eq!(summary["smoothing"][0][1]["window"], 1);
+        assert_eq!(summary["smoothing"][1][1]["window"], 17);
+        assert_eq!(summary["end"], "source_ended");
+        assert!(summary["rss_end_kib"].as_u64().unwrap() > 0);
+
+        std::fs::write(&config, "[smoothing.lung]\nwindow = 3\n").unwrap();
+        let out = pleura(&["run", "--frames", "1", "--config", config.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2));
+        let err = stderr(&out);
+        assert!(
+            err.contains("run.toml") && err.contains("smoothing.lung"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_slow_consumer_drops_old_frames_and_latency_stays_bounded() {
+        let (pack, engine) = engine();
+        // 150 frames at 500 fps (0.3 s) against a consumer that needs over 15 ms a frame.
+        let source = Paced::new(PhantomSource::new(4, 64, 64, 30, 150).unwrap(), 500.0).unwrap();
+        let mut out = SlowWriter {
+            text: Vec::new(),
+            per_line: Duration::from_millis(15),
+        };
+        let options = RunOptions::default();
+        let outcome =
+            pipeline::run(source, &engine, &options, &pack.manifest.input, &mut out).unwrap();
+        assert!(outcome.error.is_none());
+        let s = outcome.summary;
+        assert_eq!(s.end, RunEnd::SourceEnded);
+        assert!(s.dropped > 50, "{s:?}");
+        assert_eq!(s.frames as u64 + s.dropped + s.bad_frames, s.captured);
+        assert_eq!(s.captured, 150);
+        // The frame inference takes is always the newest: it waited well under one consumer
+        // period, however far the source ran ahead.
+        assert!(latency_p99(&s, "wait") < 100.0, "{s:?}");
+        let records = json_lines(&out.text);
+        assert_eq!(records.len(), s.frames);
+        let mut previous: Option<u64> = None;
+        for rec in &records {
+            let seq = rec["seq"].as_u64().unwrap();
+            let dropped = rec["dropped"].as_u64().unwrap();
+            if let Some(p) = previous {
+                assert_eq!(seq, p + 1 + dropped, "{rec}");
+            }
+            previous = Some(seq);
+        }
+        let total = |r: &serde_json::Value| r["latency_ms"]["total"].as_f64().unwrap();
+        let late = records[records.len() / 2..]
+            .iter()
+            .map(total)
+            .fold(0.0, f64::max);
+        assert!(late < 200.0, "latency grew: {late} ms");
+    }
+
+    #[test]
+    fn bad_frames_are_counted_and_skipped() {
+        let (pack, engine) = engine();
+        let steps = [
+            Step::Good,
+            Step::WrongSize,
+            Step::Good,
+            Step::ReportedBad,
+            Step::Good,
+        ];
+        let source = ScriptedSource {
+            steps: steps.to_vec(),
+            next: 0,
+        };
+        let mut out = Vec::new();
+        let outcome = pipeline::run(
+            source,
+            &engine,
+            &RunOptions::default(),
+            &pack.manifest.input,
+            &mut out,
+        )
+        .unwrap();
+        assert!(outcome.error.is_none());
+        let s = outcome.summary;
+        assert_eq!((s.frames, s.bad_frames, s.captured), (3, 2, 5));
+        assert_eq!(s.end, RunEnd::SourceEnded);
+        let seqs: Vec<u64> = json_lines(&out)
+            .iter()
+            .map(|r| r["seq"].as_u64().unwrap())
+            .collect();
+        assert_eq!(seqs, [0, 2, 4]);
+        // A source that converts reports its conversion time.
+        assert!(s.latency_ms.iter().any(|(n, _)| n == "convert"));
+    }
+
+    #[test]
+    fn a_source_error_ends_the_run_with_a_summary() {
+        let (pack, engine) = engine();
+        let source = ScriptedSource {
+            steps: vec![Step::Good, Step::Good, Step::Fail, Step::Good],
+            next: 0,
+        };
+        let mut out = Vec::new();
+        let options = RunOptions::default();
+        let outcome =
+            pipeline::run(source, &engine, &options, &pack.manifest.input, &mut out).unwrap();
+        let err = format!("{:#}", outcome.error.expect("an error"));
+        assert!(
+            err.contains("scripted") && err.contains("device unplugged"),
+            "{err}"
+        );
+        let s = outcome.summary;
+        assert_eq!((s.end, s.frames), (RunEnd::Failed, 2));
+        assert_eq!(s.error.as_deref(), Some(err.as_str()));
+        assert!(s.to_text().contains("failed"));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn ctrl_c_ends_the_run_cleanly_with_the_summary() {
+        use std::io::{BufRead, BufReader, Read};
+        use std::process::{Command, Stdio};
+
+        let tmp = tempfile::tempdir().unwrap();
+        let summary = tmp.path().join("summary.json");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pleura"))
+            .args(["run", "--pack", default_pack().to_str().unwrap()])
+            .args(["--frames", "1000000", "--fps", "50", "--phantom-size", "96"])
+            .args(["--summary", summary.to_str().unwrap()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut first = String::new();
+        stdout.read_line(&mut first).unwrap();
+        assert!(first.contains("\"seq\":0"), "{first}");
+        let kill = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(kill.success());
+        let mut rest = String::new();
+        stdout.read_to_string(&mut rest).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.contains("interrupted") && err.contains("p99"), "{err}");
+        let summary: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+        assert_eq!(summary["end"], "interrupted");
+        assert_eq!(
+            summary["frames"].as_u64().unwrap(),
+            1 + rest.lines().count() as u64
+        );
+    }
 }

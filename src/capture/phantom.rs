@@ -58,6 +58,7 @@ impl FrameSource for PhantomSource {
             seq: self.seq,
             captured_at: Instant::now(),
             capture_time: start.elapsed(),
+            convert_time: None,
             image,
             truth: Some(clip.labels()),
         };

@@ -14,7 +14,7 @@ use crate::data::ingest::{prepare, Crop, PrepareOptions};
 use crate::data::phantom::{write_cohort, PhantomOptions};
 use crate::data::split::SplitOptions;
 use crate::device::Compute;
-use crate::experiment::report::{markdown, write_summary};
+use crate::experiment::report::{markdown, read_rows, write_summary};
 use crate::experiment::run::{execute, Experiment, Method};
 use crate::experiment::{Init, NamedData};
 use crate::model::HeadKind;
@@ -376,6 +376,11 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Print the tables of an experiment's summary.json again (and rewrite its summary.md).
+    Report {
+        /// The summary.json of a probe, finetune or sweep run.
+        summary: PathBuf,
+    },
     /// Time one pretraining step (forward, loss, backward, update) on random inputs; JSON out.
     BenchStep(BenchStepArgs),
     /// Write a synthetic lung-ultrasound cohort: clips/<clip>/frame_NNNN.png + labels.csv.
@@ -555,6 +560,13 @@ pub fn run(cli: Cli) -> Result<()> {
             run_experiment(&args, methods, fractions)
         }
         Command::Prepare(args) => run_prepare(args),
+        Command::Report { summary } => {
+            let md = markdown(&read_rows(&summary)?);
+            let out = summary.with_file_name("summary.md");
+            pleura::fsutil::write_atomic(&out, md.as_bytes())?;
+            print!("{md}");
+            Ok(())
+        }
         Command::Adapt { dataset, root, out } => {
             let PublicDataset::CovidBlues = dataset;
             let c = write_blues_labels(&root, &out)?;

@@ -202,7 +202,7 @@ impl NamedData {
 }
 
 /// AUC of one model on one labelled set, with its interval and the clip-level AUC.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct Evaluation {
     /// Labelled frames.
     pub frames: usize,

@@ -53,18 +53,33 @@ pub fn markdown(rows: &[ResultRow]) -> String {
         }
     }
     let mut out = String::new();
-    for set in &sets {
+    for (set, clip_level) in sets.iter().flat_map(|s| [(s, false), (s, true)]) {
+        // Clip level: the AUC of clip scores (mean frame probability), no interval.
         let eval_of = |r: &ResultRow| -> Option<Evaluation> {
-            if set == "local test" {
+            let e = if set == "local test" {
                 Some(r.test.clone())
             } else {
                 r.external.get(set).cloned()
-            }
+            }?;
+            Some(if clip_level {
+                Evaluation {
+                    auc: e.clip_auc,
+                    auc_ci: None,
+                    ..e
+                }
+            } else {
+                e
+            })
         };
         let first = rows.iter().find_map(eval_of);
         let _ = writeln!(
             out,
-            "### {set}{}\n",
+            "### {set}, {}{}\n",
+            if clip_level {
+                "clip level"
+            } else {
+                "frame level"
+            },
             first.map_or(String::new(), |e| format!(
                 " ({} patients, {} clips, {} frames)",
                 e.patients, e.clips, e.frames
@@ -121,9 +136,10 @@ pub fn markdown(rows: &[ResultRow]) -> String {
     let seeds = unique(rows.iter().map(|r| r.seed)).len();
     let _ = writeln!(
         out,
-        "Frame-level ROC AUC, mean over {seeds} seed(s); brackets: mean 95% interval, bootstrap \
-         over patients. `vs scratch`: mean over tasks of the difference to the random-init \
-         backbone with the same head."
+        "ROC AUC, mean over {seeds} seed(s); brackets: mean 95% interval, bootstrap over \
+         patients. Clip level scores each clip by the mean of its frame probabilities. \
+         `vs scratch`: mean over tasks of the difference to the random-init backbone with the \
+         same head."
     );
     out
 }
@@ -276,6 +292,19 @@ pub fn write_plots(out: &Path, rows: &[ResultRow]) -> Result<()> {
     Ok(())
 }
 
+/// Reads the rows of a `summary.json` written by [`write_summary`].
+pub fn read_rows(path: &Path) -> Result<Vec<ResultRow>> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let value: serde_json::Value =
+        serde_json::from_slice(&bytes).with_context(|| format!("{}: not JSON", path.display()))?;
+    serde_json::from_value(value["rows"].clone()).with_context(|| {
+        format!(
+            "{}: field `rows` is not a list of result rows",
+            path.display()
+        )
+    })
+}
+
 /// Writes `OUT/summary.json` (`{"experiment": settings, "rows": rows}`) and `OUT/summary.md`.
 pub fn write_summary(out: &Path, settings: &impl Serialize, rows: &[ResultRow]) -> Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
@@ -331,10 +360,13 @@ mod tests {
         ];
         let md = markdown(&rows);
         assert!(
-            md.contains("### local test (2 patients, 2 clips, 10 frames)"),
+            md.contains("### local test, frame level (2 patients, 2 clips, 10 frames)"),
             "{md}"
         );
-        assert!(md.contains("### ext"), "{md}");
+        assert!(
+            md.contains("### ext, frame level") && md.contains("### local test, clip level"),
+            "{md}"
+        );
         assert!(
             md.contains("| scratch | linear | 100% | 0.650 [0.550, 0.750] | 0.650 |  |"),
             "{md}"

@@ -11,7 +11,7 @@ use pleura::pack::InputSpec;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{evaluate, roc_points, Evaluation, FrozenBackbone, Init, NamedData};
 use crate::data::frames::FrameSet;
@@ -103,7 +103,7 @@ impl Experiment {
 }
 
 /// One trained model: the row shape of every experiment's `summary.json`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ResultRow {
     /// Task name.
     pub task: String,
@@ -128,7 +128,7 @@ pub struct ResultRow {
     /// Each external set by name.
     pub external: BTreeMap<String, Evaluation>,
     /// ROC curves (false positive rate, true positive rate) per evaluation set, for plots.
-    #[serde(skip)]
+    #[serde(skip, default)]
     pub roc: BTreeMap<String, Vec<(f64, f64)>>,
 }
 

@@ -82,6 +82,8 @@ pub fn write_pack(dir: &Path, export: &PackExport) -> Result<Manifest> {
                 class: class.to_string(),
             }),
             serial_network: model_file(dir, &net_file)?,
+            // Written out so a device engineer sees (and edits) what the runtime will use.
+            smoothing: Some(pleura::smoothing::SmoothingConfig::default()),
         });
     }
     let manifest = Manifest {

@@ -1,0 +1,77 @@
+//! `pleura bench`: arguments -> validated [`BenchConfig`] -> [`super::run`] -> table, JSON and
+//! plots.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{ensure, Context, Result};
+
+use super::{BenchConfig, MIN_FRAMES};
+use crate::engine::MULTITHREAD_AVAILABLE;
+use crate::pack::Pack;
+
+/// Arguments of `pleura bench`.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// The model-pack folder (it must hold the per-task networks).
+    #[arg(long, default_value = "models/default")]
+    pack: PathBuf,
+    /// Timed phantom frames per mode (at least 300).
+    #[arg(long, default_value_t = MIN_FRAMES)]
+    frames: usize,
+    /// Threads tract may use inside one network run (1 = as on a board, the default).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Untimed frames run first.
+    #[arg(long, default_value_t = BenchConfig::default().warmup)]
+    warmup: usize,
+    /// Print the report as one JSON object on standard output.
+    #[arg(long)]
+    json: bool,
+    /// Write bench.json, latency.csv and latency_histogram.png into this folder.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+impl BenchArgs {
+    /// The arguments checked into a run configuration.
+    fn plan(&self) -> Result<BenchConfig> {
+        ensure!(
+            self.frames >= MIN_FRAMES,
+            "--frames {}: the benchmark times at least {MIN_FRAMES} frames per mode, so that \
+             its medians and 99th percentiles mean something",
+            self.frames
+        );
+        ensure!(self.threads >= 1, "--threads must be at least 1");
+        ensure!(
+            self.threads == 1 || MULTITHREAD_AVAILABLE,
+            "--threads {}: this build of pleura runs tract on one thread (rebuild with the \
+             default cargo feature `threads`)",
+            self.threads
+        );
+        Ok(BenchConfig {
+            frames: self.frames,
+            warmup: self.warmup,
+            threads: self.threads,
+            ..BenchConfig::default()
+        })
+    }
+}
+
+/// Runs `pleura bench`.
+pub fn run(args: BenchArgs) -> Result<()> {
+    let config = args.plan()?;
+    let pack = Pack::load(&args.pack)?;
+    let mut bench = super::run(&pack, &args.pack, &config)?;
+    if let Some(dir) = &args.out {
+        let json = bench.write(dir)?;
+        eprintln!("wrote {}", json.display());
+    }
+    eprint!("{}", bench.report.to_text());
+    if args.json {
+        let mut out = std::io::stdout().lock();
+        serde_json::to_writer_pretty(&mut out, &bench.report)?;
+        writeln!(out).context("writing the report")?;
+    }
+    Ok(())
+}
