@@ -13,7 +13,7 @@ use crate::capture::paced::Paced;
 use crate::capture::phantom::PhantomSource;
 use crate::capture::FrameSource;
 use crate::engine::{Engine, TaskMode};
-use crate::pack::{fmt_shape, Pack};
+use crate::pack::{fmt_shape, Pack, Quantization};
 use crate::pipeline::{self, RunConfig, RunOptions};
 
 /// Pleura: lung-ultrasound inference with one shared backbone and small task heads.
@@ -57,6 +57,10 @@ struct RunArgs {
     /// Run every head on every frame instead of following the view hierarchy.
     #[arg(long)]
     all_tasks: bool,
+    /// Head form to run: `f32` or `int8`. Default: per task, the manifest's
+    /// `tasks[i].head.quantization`.
+    #[arg(long, value_name = "f32|int8")]
+    heads: Option<Quantization>,
     /// Write the per-frame JSON lines here instead of standard output.
     #[arg(long)]
     output: Option<PathBuf>,
@@ -122,7 +126,13 @@ fn info(dir: &PathBuf) -> Result<()> {
         m.backbone.parameters,
         b.bytes / 1024
     )?;
-    for ((task, head), net) in m.tasks.iter().zip(&pack.heads).zip(&pack.serial_networks) {
+    for (((task, head), int8), net) in m
+        .tasks
+        .iter()
+        .zip(&pack.heads)
+        .zip(&pack.int8_heads)
+        .zip(&pack.serial_networks)
+    {
         let gate = task.gate.as_ref().map_or("every frame".to_string(), |g| {
             format!("when {} = {}", g.task, g.class)
         });
@@ -131,15 +141,31 @@ fn info(dir: &PathBuf) -> Result<()> {
             "task        {:<9} {} vs {}, {gate}",
             task.name, task.classes[0], task.classes[1]
         )?;
+        let (form, default) = match int8 {
+            Some(_) => ("f32", task.head.quantization == Quantization::F32),
+            None => (task.head.quantization.as_str(), true),
+        };
+        let mark = |d: bool| if d { "  (default)" } else { "" };
         writeln!(
             out,
-            "  head      {:?} {:?} {} -> {}, {} bytes  sha256 ok",
+            "  head      {:?} {form} {} -> {}, {} bytes  sha256 ok{}",
             task.head.kind,
-            task.head.quantization,
             fmt_shape(&head.input_shape),
             fmt_shape(&head.output_shape),
-            head.bytes
+            head.bytes,
+            mark(default)
         )?;
+        if let Some(int8) = int8 {
+            writeln!(
+                out,
+                "  head      {:?} int8 {} -> {}, {} bytes  sha256 ok{}",
+                task.head.kind,
+                fmt_shape(&int8.input_shape),
+                fmt_shape(&int8.output_shape),
+                int8.bytes,
+                mark(!default)
+            )?;
+        }
         writeln!(
             out,
             "  network   {} -> {}, {} KiB  sha256 ok (serial baseline)",
@@ -168,7 +194,7 @@ fn info(dir: &PathBuf) -> Result<()> {
     writeln!(
         out,
         "verified    {} files, {} KiB in all",
-        1 + 2 * m.tasks.len(),
+        pack.model_files(),
         pack.total_bytes() / 1024
     )?;
     Ok(())
@@ -176,7 +202,10 @@ fn info(dir: &PathBuf) -> Result<()> {
 
 fn run_pack(args: RunArgs) -> Result<()> {
     let plan = SourcePlan::parse(&args.source)?;
-    let pack = Pack::load(&args.pack)?;
+    let mut pack = Pack::load(&args.pack)?;
+    if let Some(form) = args.heads {
+        pack.select_heads(form).context("--heads")?;
+    }
     let smoothing = match &args.config {
         Some(path) => RunConfig::load(path)?
             .smoothing(&pack)

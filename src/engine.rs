@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context, Result};
 use tract_onnx::prelude::*;
 
-use crate::pack::{LoadedModel, Pack};
+use crate::pack::{LoadedModel, Pack, Quantization};
 
 type Plan = Arc<TypedRunnableModel>;
 type PlanState = TypedSimpleState;
@@ -72,6 +72,7 @@ pub struct Engine {
     feature_dim: usize,
     backbone: Plan,
     heads: Vec<Plan>,
+    head_forms: Vec<Quantization>,
     serial: Option<Vec<Plan>>,
 }
 
@@ -162,11 +163,11 @@ impl Engine {
             })
             .collect();
         let backbone = plan(&pack.backbone, &input_shape, &options)?;
-        let heads = pack
-            .heads
-            .iter()
-            .map(|h| plan(h, &[1, feature_dim], &options))
+        // Each task's head in the form its manifest entry names (`Pack::select_heads` sets it).
+        let heads = (0..m.tasks.len())
+            .map(|i| plan(pack.head_model(i), &[1, feature_dim], &options))
             .collect::<Result<_>>()?;
+        let head_forms = m.tasks.iter().map(|t| t.head.quantization).collect();
         let serial = with_serial
             .then(|| {
                 pack.serial_networks
@@ -182,8 +183,14 @@ impl Engine {
             feature_dim,
             backbone,
             heads,
+            head_forms,
             serial,
         })
+    }
+
+    /// Per task (pack order): the form of the head this engine runs.
+    pub fn head_forms(&self) -> &[Quantization] {
+        &self.head_forms
     }
 
     /// Threads tract may use inside one plan run.

@@ -104,7 +104,33 @@ pub enum Quantization {
     Int8,
 }
 
+impl Quantization {
+    /// `f32` or `int8`, as in the manifest and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Quantization::F32 => "f32",
+            Quantization::Int8 => "int8",
+        }
+    }
+}
+
+impl std::str::FromStr for Quantization {
+    type Err = anyhow::Error;
+
+    fn from_str(text: &str) -> Result<Self> {
+        match text {
+            "f32" => Ok(Quantization::F32),
+            "int8" => Ok(Quantization::Int8),
+            _ => bail!("`{text}` is not a head form (expected `f32` or `int8`)"),
+        }
+    }
+}
+
 /// A task head on the shared features.
+///
+/// With `int8` present, `file` is the f32 head, `int8.file` the int8 head (same interface), and
+/// `quantization` says which of the two the runtime runs by default. Without `int8`, `file` is
+/// the only head and `quantization` is its form.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HeadEntry {
@@ -116,8 +142,18 @@ pub struct HeadEntry {
     /// Hidden width of an MLP head.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hidden: Option<usize>,
-    /// Weight format.
+    /// The form the runtime runs by default (see the type's notes).
     pub quantization: Quantization,
+    /// The int8 form of the head (int8 weights and activations, integer matrix products).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub int8: Option<ModelFile>,
+}
+
+impl HeadEntry {
+    /// `true` when the entry has a head of `form`.
+    pub fn offers(&self, form: Quantization) -> bool {
+        self.int8.is_some() || form == self.quantization
+    }
 }
 
 /// Runs a task only on frames whose `task` decision is `class` (the clinical hierarchy:
@@ -275,8 +311,11 @@ pub struct Pack {
     pub manifest: Manifest,
     /// The backbone model.
     pub backbone: LoadedModel,
-    /// Per task (manifest order): its head.
+    /// Per task (manifest order): its head file (`tasks[i].head.file`, the f32 head when the
+    /// task also has an int8 one).
     pub heads: Vec<LoadedModel>,
+    /// Per task (manifest order): its int8 head (`tasks[i].head.int8`), when the pack has one.
+    pub int8_heads: Vec<Option<LoadedModel>>,
     /// Per task (manifest order): its whole fine-tuned network.
     pub serial_networks: Vec<LoadedModel>,
     /// Per task (manifest order): temporal smoothing, from the optional `tasks[i].smoothing`
@@ -339,25 +378,18 @@ impl Pack {
         )?;
 
         let mut heads = Vec::new();
+        let mut int8_heads = Vec::new();
         let mut serial_networks = Vec::new();
         for (i, task) in manifest.tasks.iter().enumerate() {
             let field = format!("tasks[{i}].head");
-            let head = load_model(&dir, &task.head.model, &field)?;
-            check_shape(
-                &head,
-                &format!("{field} (backbone.feature_dim)"),
-                "input",
-                &head.input_shape,
-                &[None, Some(feature_dim)],
-            )?;
-            check_shape(
-                &head,
-                &field,
-                "output",
-                &head.output_shape,
-                &[None, Some(1)],
-            )?;
-            heads.push(head);
+            heads.push(load_head(&dir, &task.head.model, &field, feature_dim)?);
+            int8_heads.push(
+                task.head
+                    .int8
+                    .as_ref()
+                    .map(|m| load_head(&dir, m, &format!("{field}.int8"), feature_dim))
+                    .transpose()?,
+            );
 
             let field = format!("tasks[{i}].serial_network");
             let net = load_model(&dir, &task.serial_network, &field)?;
@@ -389,6 +421,7 @@ impl Pack {
             manifest,
             backbone,
             heads,
+            int8_heads,
             serial_networks,
         })
     }
@@ -397,9 +430,63 @@ impl Pack {
     pub fn total_bytes(&self) -> usize {
         let models = std::iter::once(&self.backbone)
             .chain(&self.heads)
+            .chain(self.int8_heads.iter().flatten())
             .chain(&self.serial_networks);
         models.map(|m| m.bytes).sum()
     }
+
+    /// Number of model files the pack holds.
+    pub fn model_files(&self) -> usize {
+        1 + self.heads.len() + self.int8_heads.iter().flatten().count() + self.serial_networks.len()
+    }
+
+    /// The head of task `i` that the runtime runs: the form `tasks[i].head.quantization` names.
+    pub fn head_model(&self, i: usize) -> &LoadedModel {
+        match (
+            &self.int8_heads[i],
+            self.manifest.tasks[i].head.quantization,
+        ) {
+            (Some(int8), Quantization::Int8) => int8,
+            _ => &self.heads[i],
+        }
+    }
+
+    /// Makes every task run its `form` head (`pleura run --heads`): sets each
+    /// `tasks[i].head.quantization`, failing, with the field named, when a task lacks that form.
+    pub fn select_heads(&mut self, form: Quantization) -> Result<()> {
+        for (i, task) in self.manifest.tasks.iter_mut().enumerate() {
+            ensure!(
+                task.head.offers(form),
+                "field `tasks[{i}].head`: task `{}` has no {} head in this pack (it offers {})",
+                task.name,
+                form.as_str(),
+                task.head.quantization.as_str()
+            );
+            if task.head.int8.is_some() {
+                task.head.quantization = form;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads a head file and checks its interface: `[batch, feature_dim] -> [batch, 1]`.
+fn load_head(
+    dir: &Path,
+    entry: &ModelFile,
+    field: &str,
+    feature_dim: usize,
+) -> Result<LoadedModel> {
+    let head = load_model(dir, entry, field)?;
+    check_shape(
+        &head,
+        &format!("{field} (backbone.feature_dim)"),
+        "input",
+        &head.input_shape,
+        &[None, Some(feature_dim)],
+    )?;
+    check_shape(&head, field, "output", &head.output_shape, &[None, Some(1)])?;
+    Ok(head)
 }
 
 /// Reads one model file, checks its SHA-256 and parses its graph interface.

@@ -14,7 +14,7 @@ fn info_verifies_the_default_pack() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(text.contains("576 features"), "{text}");
     assert!(text.contains("926720 parameters"), "{text}");
-    assert_eq!(text.matches("sha256 ok").count(), 7, "{text}");
+    assert_eq!(text.matches("sha256 ok").count(), 10, "{text}"); // backbone + 3 x (f32 head, int8 head, network)
     assert!(text.contains("synthetic only"), "{text}");
 }
 

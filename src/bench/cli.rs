@@ -8,7 +8,7 @@ use anyhow::{ensure, Context, Result};
 
 use super::{BenchConfig, MIN_FRAMES};
 use crate::engine::MULTITHREAD_AVAILABLE;
-use crate::pack::Pack;
+use crate::pack::{Pack, Quantization};
 
 /// Arguments of `pleura bench`.
 #[derive(Debug, clap::Args)]
@@ -22,6 +22,10 @@ pub struct BenchArgs {
     /// Threads tract may use inside one network run (1 = as on a board, the default).
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Head form to run: `f32` or `int8`. Default: per task, the manifest's
+    /// `tasks[i].head.quantization`.
+    #[arg(long, value_name = "f32|int8")]
+    heads: Option<Quantization>,
     /// Untimed frames run first.
     #[arg(long, default_value_t = BenchConfig::default().warmup)]
     warmup: usize,
@@ -61,7 +65,17 @@ impl BenchArgs {
 /// Runs `pleura bench`.
 pub fn run(args: BenchArgs) -> Result<()> {
     let config = args.plan()?;
-    let pack = Pack::load(&args.pack)?;
+    let mut pack = Pack::load(&args.pack)?;
+    if let Some(form) = args.heads {
+        pack.select_heads(form).context("--heads")?;
+    }
+    let forms: Vec<String> = pack
+        .manifest
+        .tasks
+        .iter()
+        .map(|t| format!("{} {}", t.name, t.head.quantization.as_str()))
+        .collect();
+    eprintln!("heads: {}", forms.join(", "));
     let mut bench = super::run(&pack, &args.pack, &config)?;
     if let Some(dir) = &args.out {
         let json = bench.write(dir)?;

@@ -5,20 +5,24 @@
 //!    random initialisation, kept frozen; self-supervised pretraining replaces it in its issue).
 //! 3. One head per task on the frozen features (linear or MLP), early-stopped on validation AUC.
 //! 4. One whole network per task, trained end to end: the serial baseline.
-//! 5. Export everything as a pack, with test AUCs in the provenance.
+//! 5. An int8 form of each head, calibrated on the head's training features; the test AUC of
+//!    the f32 and the int8 head files through tract decides which one the runtime runs.
+//! 6. Export everything as a pack, with test AUCs in the provenance.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{ensure, Result};
 use burn::tensor::Device;
-use pleura::pack::{InputSpec, Provenance};
+use pleura::pack::{InputSpec, Provenance, Quantization};
 use serde::Serialize;
 
 use crate::data::frames::FrameSet;
 use crate::data::split::{dataset_parts, Part};
 use crate::eval::auc::roc_auc;
 use crate::export::pack::{write_pack, PackExport, TaskExport};
+use crate::export::quantize::{int8_head_model, QuantizedHead};
+use crate::export::{onnx, tract_eval};
 use crate::model::{FullNetwork, FullNetworkConfig, HeadConfig, MobileNetV3Config};
 use crate::tasks::{TaskDef, STANDARD};
 use crate::train::calibrate::scratch_backbone;
@@ -105,6 +109,69 @@ pub struct TaskReport {
     pub network_val_auc: Option<f64>,
     /// See `network_val_auc`.
     pub network_test_auc: Option<f64>,
+    /// Test AUC of the exported f32 head file, run in tract.
+    pub head_f32_test_auc: Option<f64>,
+    /// Test AUC of the exported int8 head file, run in tract.
+    pub head_int8_test_auc: Option<f64>,
+    /// `head_int8_test_auc - head_f32_test_auc`.
+    pub head_int8_auc_delta: Option<f64>,
+    /// Size of the f32 head's ONNX file in bytes.
+    pub head_f32_bytes: usize,
+    /// Size of the int8 head's ONNX file in bytes.
+    pub head_int8_bytes: usize,
+    /// The head the runtime runs by default (f32; see [`INT8_AUC_TOLERANCE`]).
+    pub head_default: Quantization,
+}
+
+/// The goal for an int8 head: its test AUC within this of the f32 head's (issue 5). Meeting it
+/// does not make int8 the default: in tract 0.23.9 an int8 head at batch 1 takes about twice the
+/// time of the f32 one (its quantise / rescale ops cost more than the 576x32 product saves), so
+/// packs keep `quantization: f32` and `--heads int8` opts in where the 3x smaller file matters.
+pub const INT8_AUC_TOLERANCE: f64 = 0.005;
+
+/// The int8 head of a task and its comparison with the f32 head, both scored from their ONNX
+/// files in tract on the test rows.
+struct Int8Check {
+    head: QuantizedHead,
+    f32_auc: Option<f64>,
+    int8_auc: Option<f64>,
+    f32_bytes: usize,
+    int8_bytes: usize,
+}
+
+impl Int8Check {
+    fn run(
+        folded: &crate::model::FoldedHead,
+        name: &str,
+        features: &[f32],
+        dim: usize,
+        train: &[usize],
+        test: &crate::train::Labelled,
+    ) -> Result<Int8Check> {
+        use prost::Message;
+        let head = QuantizedHead::calibrate(folded, features, dim, train)?;
+        let f32_model = onnx::head_model(folded, name);
+        let int8_model = int8_head_model(&head, name);
+        let auc = |model| -> Result<Option<f64>> {
+            let scores = tract_eval::head_scores(model, features, dim, &test.index)?;
+            Ok(roc_auc(&scores, &test.positive))
+        };
+        Ok(Int8Check {
+            f32_auc: auc(&f32_model)?,
+            int8_auc: auc(&int8_model)?,
+            f32_bytes: f32_model.encoded_len(),
+            int8_bytes: int8_model.encoded_len(),
+            head,
+        })
+    }
+
+    fn delta(&self) -> Option<f64> {
+        Some(self.int8_auc? - self.f32_auc?)
+    }
+
+    fn within_goal(&self) -> bool {
+        self.delta().is_some_and(|d| d.abs() <= INT8_AUC_TOLERANCE)
+    }
 }
 
 /// Runs the recipe and writes the pack to `out`. Returns the per-task report.
@@ -228,6 +295,22 @@ pub fn build_pack(recipe: &PackRecipe, out: &Path) -> Result<Vec<TaskReport>> {
             &test.positive,
         );
 
+        let folded = head.model.fold();
+        let int8 = Int8Check::run(&folded, def.name, &features, dim, &train.index, &test)?;
+        // See INT8_AUC_TOLERANCE: f32 stays the head the runtime runs by default.
+        let head_default = Quantization::F32;
+        log::info!(
+            "task `{}`: int8 head test AUC {:?} vs f32 {:?} ({} the {INT8_AUC_TOLERANCE} goal)",
+            def.name,
+            int8.int8_auc,
+            int8.f32_auc,
+            if int8.within_goal() {
+                "within"
+            } else {
+                "outside"
+            }
+        );
+
         let report = TaskReport {
             task: def.name.to_string(),
             frames: [
@@ -242,12 +325,23 @@ pub fn build_pack(recipe: &PackRecipe, out: &Path) -> Result<Vec<TaskReport>> {
             head_test_auc: head_test,
             network_val_auc: net.val_auc,
             network_test_auc: net_test,
+            head_f32_test_auc: int8.f32_auc,
+            head_int8_test_auc: int8.int8_auc,
+            head_int8_auc_delta: int8.delta(),
+            head_f32_bytes: int8.f32_bytes,
+            head_int8_bytes: int8.int8_bytes,
+            head_default,
         };
         for (key, value) in [
             ("head.val_auc", head.val_auc),
             ("head.test_auc", head_test),
             ("network.val_auc", net.val_auc),
             ("network.test_auc", net_test),
+            ("head.f32.test_auc", int8.f32_auc),
+            ("head.int8.test_auc", int8.int8_auc),
+            ("head.int8.test_auc_delta", int8.delta()),
+            ("head.f32.bytes", Some(int8.f32_bytes as f64)),
+            ("head.int8.bytes", Some(int8.int8_bytes as f64)),
         ] {
             if let Some(v) = value {
                 metrics.insert(format!("{}.{key}", def.name), v);
@@ -257,8 +351,10 @@ pub fn build_pack(recipe: &PackRecipe, out: &Path) -> Result<Vec<TaskReport>> {
         reports.push(report);
         exports.push(TaskExport {
             def,
-            head: head.model.fold(),
+            head: folded,
             kind: recipe.head.kind,
+            int8: Some(int8.head),
+            quantization: head_default,
             network: net.model.fold(),
         });
     }

@@ -1,12 +1,15 @@
 //! Exported ONNX graphs must compute what the burn models compute (max |diff| <= 1e-4), in tract
-//! directly and through a model pack loaded by the runtime.
+//! directly and through a model pack loaded by the runtime; int8 heads must stay within the
+//! error their quantisation steps allow of the f32 heads, and run in integers.
 
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
 use pleura::engine::{Engine, TaskMode};
-use pleura::pack::{InputSpec, Pack, Provenance};
+use pleura::pack::{InputSpec, Pack, Provenance, Quantization};
 use pleura_trainer::data::frames::FrameSet;
 use pleura_trainer::export::onnx;
 use pleura_trainer::export::pack::{write_pack, PackExport, TaskExport};
+use pleura_trainer::export::quantize::{int8_head_model, QuantizedHead};
+use pleura_trainer::export::tract_eval;
 use pleura_trainer::model::{FullNetwork, HeadConfig, HeadKind, MobileNetV3, MobileNetV3Config};
 use pleura_trainer::tasks::STANDARD;
 use pleura_trainer::train::calibrate::recalibrate_batchnorm;
@@ -144,13 +147,25 @@ fn pack_round_trip_through_the_runtime_engine() {
         })
         .collect();
     let dir = tempfile::tempdir().unwrap();
+    // int8 heads calibrated on the features of a few frames, the timed one among them.
+    let input = random(vec![1, 1, SIDE, SIDE], 11);
+    let mut calibration = random(vec![3, 1, SIDE, SIDE], 12);
+    calibration.extend_from_slice(&input);
+    let calibration = burn_features(&backbone, &calibration, 4);
+    let int8: Vec<_> = heads
+        .iter()
+        .map(|h| QuantizedHead::calibrate(&h.fold(), &calibration, 576, &[0, 1, 2, 3]).unwrap())
+        .collect();
     let tasks = STANDARD
         .iter()
         .zip(&heads)
-        .map(|(def, head)| TaskExport {
+        .zip(&int8)
+        .map(|((def, head), q)| TaskExport {
             def,
             head: head.fold(),
             kind: HeadKind::mlp(),
+            int8: Some(q.clone()),
+            quantization: Quantization::F32,
             network: (backbone.fold(), head.fold()),
         })
         .collect();
@@ -178,9 +193,10 @@ fn pack_round_trip_through_the_runtime_engine() {
 
     let pack = Pack::load(dir.path()).unwrap();
     assert_eq!(pack.manifest.backbone.parameters, 926_720);
+    assert_eq!(pack.model_files(), 10);
     let engine = Engine::new(&pack, true).unwrap();
+    assert_eq!(engine.head_forms(), [Quantization::F32; 3]);
     let mut session = engine.session().unwrap();
-    let input = random(vec![1, 1, SIDE, SIDE], 11);
     let result = session.infer(&input, TaskMode::AllTasks).unwrap();
     let feats = Tensor::<2>::from_data(
         TensorData::new(burn_features(&backbone, &input, 1), [1, 576]),
@@ -206,4 +222,163 @@ fn pack_round_trip_through_the_runtime_engine() {
     let view_is_pleural = h.probabilities[0].unwrap() >= 0.5;
     assert_eq!(h.probabilities[1].is_some(), !view_is_pleural);
     assert_eq!(h.probabilities[2].is_some(), view_is_pleural);
+
+    // What `pleura run --heads int8` does: every task runs its int8 head file.
+    let mut pack = pack;
+    pack.select_heads(Quantization::Int8).unwrap();
+    let engine = Engine::new(&pack, false).unwrap();
+    assert_eq!(engine.head_forms(), [Quantization::Int8; 3]);
+    let q = engine
+        .session()
+        .unwrap()
+        .infer(&input, TaskMode::AllTasks)
+        .unwrap();
+    for (t, (head, quantized)) in heads.iter().zip(&int8).enumerate() {
+        let (p8, p32) = (
+            q.probabilities[t].unwrap(),
+            result.probabilities[t].unwrap(),
+        );
+        let bound = quantized.error_bound(&head.fold(), &calibration[3 * 576..]);
+        assert!(
+            (p8 - p32).abs() <= bound + 1e-3,
+            "task {t}: int8 {p8} vs f32 {p32}, bound {bound}"
+        );
+    }
+}
+
+/// A pack with an int8 head for every task (linear heads, random weights) in `dir`.
+fn int8_pack(dir: &std::path::Path) {
+    let device = Device::flex();
+    let backbone = MobileNetV3Config::small().with_seed(6).init(&device);
+    let features = random(vec![4, 576], 13);
+    let tasks = STANDARD
+        .iter()
+        .enumerate()
+        .map(|(t, def)| {
+            let head = HeadConfig::new(HeadKind::Linear, 576)
+                .with_seed(20 + t as u64)
+                .init(&device)
+                .fold();
+            TaskExport {
+                def,
+                int8: Some(QuantizedHead::calibrate(&head, &features, 576, &[0, 1, 2, 3]).unwrap()),
+                quantization: Quantization::Int8,
+                network: (backbone.fold(), head.clone()),
+                head,
+                kind: HeadKind::Linear,
+            }
+        })
+        .collect();
+    write_pack(
+        dir,
+        &PackExport {
+            name: "int8".into(),
+            description: "test pack".into(),
+            input: InputSpec::unnormalised(SIDE, SIDE),
+            backbone: backbone.fold(),
+            architecture: "mobilenet_v3_small".into(),
+            parameters: 0,
+            tasks,
+            provenance: Provenance::default(),
+        },
+    )
+    .unwrap();
+}
+
+#[test]
+fn int8_heads_default_from_the_manifest_and_corruption_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    int8_pack(dir.path());
+    let mut pack = Pack::load(dir.path()).unwrap();
+    assert_eq!(
+        pack.manifest.tasks[0].head.int8.as_ref().unwrap().file,
+        "heads/view.int8.onnx"
+    );
+    let engine = Engine::new(&pack, false).unwrap();
+    assert_eq!(engine.head_forms(), [Quantization::Int8; 3]);
+    pack.select_heads(Quantization::F32).unwrap();
+    assert_eq!(
+        Engine::new(&pack, false).unwrap().head_forms(),
+        [Quantization::F32; 3]
+    );
+
+    // One flipped byte in the int8 head: the load fails and names the manifest field.
+    let file = dir.path().join("heads/view.int8.onnx");
+    let mut bytes = std::fs::read(&file).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&file, bytes).unwrap();
+    let err = format!("{:#}", Pack::load(dir.path()).unwrap_err());
+    assert!(err.contains("tasks[0].head.int8.sha256"), "{err}");
+}
+
+#[test]
+fn int8_heads_match_f32_within_the_quantisation_error_and_run_in_integers() {
+    let device = Device::flex();
+    let rows = 48;
+    // Uneven feature scales, as a backbone's: column k scaled by 0.2..2.
+    let features: Vec<f32> = random(vec![rows, 576], 14)
+        .iter()
+        .enumerate()
+        .map(|(i, v)| v * (0.2 + 1.8 * ((i % 576) as f32 / 576.0)) + 0.3)
+        .collect();
+    let index: Vec<usize> = (0..rows).collect();
+    for kind in [HeadKind::Linear, HeadKind::mlp()] {
+        let head = HeadConfig::new(kind, 576)
+            .with_seed(15)
+            .init(&device)
+            .fold();
+        let quantized = QuantizedHead::calibrate(&head, &features, 576, &index).unwrap();
+        let model = int8_head_model(&quantized, "t");
+        let f32_scores =
+            tract_eval::head_scores(&onnx::head_model(&head, "t"), &features, 576, &index).unwrap();
+        let int8_scores = tract_eval::head_scores(&model, &features, 576, &index).unwrap();
+        let (mut worst, mut widest) = (0.0f32, 0.0f32);
+        for r in 0..rows {
+            let x = &features[r * 576..(r + 1) * 576];
+            // tract computes exactly the integer arithmetic the quantised head defines ...
+            let reference = quantized.probability(x);
+            assert!(
+                (int8_scores[r] - reference).abs() <= 1e-5,
+                "{kind:?} row {r}: tract {} vs integer reference {reference}",
+                int8_scores[r]
+            );
+            // ... and stays within the error the quantisation steps allow of the f32 head.
+            let bound = quantized.error_bound(&head, x) + 1e-5;
+            let diff = (int8_scores[r] - f32_scores[r]).abs();
+            assert!(
+                diff <= bound,
+                "{kind:?} row {r}: |int8 - f32| {diff} > bound {bound}"
+            );
+            worst = worst.max(diff);
+            widest = widest.max(bound);
+        }
+        eprintln!("{kind:?}: max |int8 - f32| {worst:.2e}, largest bound {widest:.2e}");
+        assert!(
+            widest < 0.5,
+            "{kind:?}: the bound {widest} is too loose to mean much"
+        );
+
+        // tract's optimised plan: the matrix products run on i8 operands into i32.
+        let ops = tract_eval::optimised_ops(&model, 576).unwrap();
+        eprintln!("{kind:?} plan:\n  {}", ops.join("\n  "));
+        let integer_products = ops
+            .iter()
+            .filter(|op| {
+                op.starts_with("OptMatMul:") && op.contains("I8") && op.ends_with("-> I32")
+            })
+            .count();
+        assert_eq!(
+            integer_products,
+            quantized.layers.len(),
+            "{kind:?}: expected one integer OptMatMul per layer in\n{}",
+            ops.join("\n")
+        );
+        assert!(
+            !ops.iter()
+                .any(|op| op.starts_with("OptMatMul:") && !op.ends_with("-> I32")),
+            "{kind:?}: a float matrix product is left in\n{}",
+            ops.join("\n")
+        );
+    }
 }

@@ -29,13 +29,13 @@ const OPSET: i64 = 17;
 const IR_VERSION: i64 = 8;
 
 /// An ONNX graph under construction: nodes in topological order plus their weights.
-struct GraphBuilder {
+pub(super) struct GraphBuilder {
     graph: pb::GraphProto,
     counter: usize,
 }
 
 impl GraphBuilder {
-    fn new(name: &str) -> Self {
+    pub(super) fn new(name: &str) -> Self {
         Self {
             graph: pb::GraphProto {
                 name: name.to_string(),
@@ -51,19 +51,36 @@ impl GraphBuilder {
         format!("{prefix}_{}", self.counter)
     }
 
-    fn initializer(&mut self, name: &str, dims: &[usize], data: &[f32]) -> String {
+    pub(super) fn initializer(&mut self, name: &str, dims: &[usize], data: &[f32]) -> String {
         debug_assert_eq!(dims.iter().product::<usize>(), data.len(), "{name}");
+        let raw = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.raw_initializer(name, dims, pb::tensor_proto::DataType::Float, raw)
+    }
+
+    /// A constant of any element type from its little-endian bytes.
+    pub(super) fn raw_initializer(
+        &mut self,
+        name: &str,
+        dims: &[usize],
+        data_type: pb::tensor_proto::DataType,
+        raw_data: Vec<u8>,
+    ) -> String {
         self.graph.initializer.push(pb::TensorProto {
             name: name.to_string(),
             dims: dims.iter().map(|&d| d as i64).collect(),
-            data_type: pb::tensor_proto::DataType::Float as i32,
-            raw_data: data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            data_type: data_type as i32,
+            raw_data,
             ..Default::default()
         });
         name.to_string()
     }
 
-    fn node(&mut self, op: &str, inputs: &[&str], attributes: Vec<pb::AttributeProto>) -> String {
+    pub(super) fn node(
+        &mut self,
+        op: &str,
+        inputs: &[&str],
+        attributes: Vec<pb::AttributeProto>,
+    ) -> String {
         let output = self.fresh(&op.to_lowercase());
         self.graph.node.push(pb::NodeProto {
             name: output.clone(),
@@ -77,17 +94,17 @@ impl GraphBuilder {
     }
 
     /// Renames the output of the last node (graph outputs carry fixed names).
-    fn rename_last_output(&mut self, name: &str) {
+    pub(super) fn rename_last_output(&mut self, name: &str) {
         if let Some(node) = self.graph.node.last_mut() {
             node.output[0] = name.to_string();
         }
     }
 
-    fn input(&mut self, name: &str, dims: &[Dim]) {
+    pub(super) fn input(&mut self, name: &str, dims: &[Dim]) {
         self.graph.input.push(value_info(name, dims));
     }
 
-    fn output(&mut self, name: &str, dims: &[Dim]) {
+    pub(super) fn output(&mut self, name: &str, dims: &[Dim]) {
         self.graph.output.push(value_info(name, dims));
     }
 
@@ -186,7 +203,7 @@ impl GraphBuilder {
         self.node("Sigmoid", &[&x], vec![])
     }
 
-    fn finish(self, doc: &str) -> pb::ModelProto {
+    pub(super) fn finish(self, doc: &str) -> pb::ModelProto {
         pb::ModelProto {
             ir_version: IR_VERSION,
             opset_import: vec![pb::OperatorSetIdProto {
@@ -204,7 +221,7 @@ impl GraphBuilder {
 
 /// A dimension of a graph input or output.
 #[derive(Clone, Copy)]
-enum Dim {
+pub(super) enum Dim {
     Fixed(usize),
     /// The batch dimension, left symbolic so any batch size runs; the runtime pins it.
     Batch,
@@ -243,7 +260,7 @@ fn attribute(name: &str, kind: pb::attribute_proto::AttributeType) -> pb::Attrib
     }
 }
 
-fn int(name: &str, value: i64) -> pb::AttributeProto {
+pub(super) fn int(name: &str, value: i64) -> pb::AttributeProto {
     pb::AttributeProto {
         i: value,
         ..attribute(name, pb::attribute_proto::AttributeType::Int)

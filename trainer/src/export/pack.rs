@@ -2,13 +2,14 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{ensure, Context, Result};
 use pleura::pack::{
     model_file, BackboneEntry, Gate, HeadEntry, HeadKind as PackHeadKind, InputSpec, Manifest,
     Provenance, Quantization, TaskEntry, FORMAT_VERSION,
 };
 
 use super::onnx;
+use super::quantize::{int8_head_model, QuantizedHead};
 use crate::model::{FoldedBackbone, FoldedHead, HeadKind};
 use crate::tasks::TaskDef;
 
@@ -20,6 +21,10 @@ pub struct TaskExport<'a> {
     pub head: FoldedHead,
     /// Its kind.
     pub kind: HeadKind,
+    /// Its int8 form (written as `heads/<task>.int8.onnx` beside the f32 head), if any.
+    pub int8: Option<QuantizedHead>,
+    /// Which head the runtime runs by default: `Int8` needs `int8`.
+    pub quantization: Quantization,
     /// The whole fine-tuned network of the serial baseline.
     pub network: (FoldedBackbone, FoldedHead),
 }
@@ -44,8 +49,9 @@ pub struct PackExport<'a> {
     pub provenance: Provenance,
 }
 
-/// Writes `export` into `dir`: `backbone.onnx`, `heads/<task>.onnx`, `networks/<task>.onnx`
-/// and `manifest.json` (written last, so a pack with a manifest is complete).
+/// Writes `export` into `dir`: `backbone.onnx`, `heads/<task>.onnx` (and
+/// `heads/<task>.int8.onnx` for tasks with an int8 head), `networks/<task>.onnx` and
+/// `manifest.json` (written last, so a pack with a manifest is complete).
 pub fn write_pack(dir: &Path, export: &PackExport) -> Result<Manifest> {
     let (h, w) = (export.input.height, export.input.width);
     std::fs::create_dir_all(dir)
@@ -59,6 +65,18 @@ pub fn write_pack(dir: &Path, export: &PackExport) -> Result<Manifest> {
         let name = t.def.name;
         let head_file = format!("heads/{name}.onnx");
         onnx::write(&onnx::head_model(&t.head, name), &dir.join(&head_file))?;
+        ensure!(
+            t.int8.is_some() || t.quantization == Quantization::F32,
+            "task `{name}`: int8 asked for as the default head, but the task has no int8 head"
+        );
+        let int8 = match &t.int8 {
+            Some(q) => {
+                let file = format!("heads/{name}.int8.onnx");
+                onnx::write(&int8_head_model(q, name), &dir.join(&file))?;
+                Some(model_file(dir, &file)?)
+            }
+            None => None,
+        };
         let net_file = format!("networks/{name}.onnx");
         onnx::write(
             &onnx::full_model(&t.network.0, &t.network.1, name, h, w),
@@ -75,7 +93,8 @@ pub fn write_pack(dir: &Path, export: &PackExport) -> Result<Manifest> {
                 model: model_file(dir, &head_file)?,
                 kind,
                 hidden,
-                quantization: Quantization::F32,
+                quantization: t.quantization,
+                int8,
             },
             gate: t.def.gate.map(|(task, class)| Gate {
                 task: task.to_string(),
