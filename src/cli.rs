@@ -141,29 +141,23 @@ fn info(dir: &PathBuf) -> Result<()> {
             "task        {:<9} {} vs {}, {gate}",
             task.name, task.classes[0], task.classes[1]
         )?;
-        let (form, default) = match int8 {
-            Some(_) => ("f32", task.head.quantization == Quantization::F32),
-            None => (task.head.quantization.as_str(), true),
+        // The f32 head, then the int8 head when the pack has one; the manifest names the default.
+        let forms = match int8 {
+            Some(int8) => vec![
+                ("f32", head, task.head.quantization == Quantization::F32),
+                ("int8", int8, task.head.quantization != Quantization::F32),
+            ],
+            None => vec![(task.head.quantization.as_str(), head, true)],
         };
-        let mark = |d: bool| if d { "  (default)" } else { "" };
-        writeln!(
-            out,
-            "  head      {:?} {form} {} -> {}, {} bytes  sha256 ok{}",
-            task.head.kind,
-            fmt_shape(&head.input_shape),
-            fmt_shape(&head.output_shape),
-            head.bytes,
-            mark(default)
-        )?;
-        if let Some(int8) = int8 {
+        for (form, model, default) in forms {
             writeln!(
                 out,
-                "  head      {:?} int8 {} -> {}, {} bytes  sha256 ok{}",
+                "  head      {:?} {form} {} -> {}, {} bytes  sha256 ok{}",
                 task.head.kind,
-                fmt_shape(&int8.input_shape),
-                fmt_shape(&int8.output_shape),
-                int8.bytes,
-                mark(!default)
+                fmt_shape(&model.input_shape),
+                fmt_shape(&model.output_shape),
+                model.bytes,
+                if default { "  (default)" } else { "" }
             )?;
         }
         writeln!(

@@ -198,9 +198,7 @@ pub fn build_pack(recipe: &PackRecipe, out: &Path) -> Result<Vec<TaskReport>> {
         recipe.test,
         recipe.seed,
     )?;
-    let train_frames: Vec<usize> = (0..frames.len())
-        .filter(|&i| parts[frames.frame_clip[i]] == Part::Train)
-        .collect();
+    let train_frames = frames.frames_in(&parts, Part::Train);
     let pretrained = match &recipe.backbone {
         BackboneInit::Pretrained(run) => {
             let (model, info) = load_backbone(run)?;

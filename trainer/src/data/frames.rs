@@ -10,6 +10,7 @@ use pleura::pack::InputSpec;
 use pleura::preprocess::Preprocessor;
 
 use crate::data::labels::{self, ClipLabels};
+use crate::data::split::Part;
 use crate::progress;
 use crate::tasks::TaskDef;
 
@@ -99,6 +100,13 @@ impl FrameSet {
             frame_clip,
             clips,
         })
+    }
+
+    /// The frames whose clip is in `part` (`parts` holds the part of every clip).
+    pub fn frames_in(&self, parts: &[Part], part: Part) -> Vec<usize> {
+        (0..self.len())
+            .filter(|&i| parts[self.frame_clip[i]] == part)
+            .collect()
     }
 
     /// Number of frames.

@@ -208,9 +208,7 @@ pub fn execute(exp: &Experiment) -> Result<Vec<ResultRow>> {
         exp.test,
         exp.split_seed,
     )?;
-    let train_frames: Vec<usize> = (0..raw.len())
-        .filter(|&i| parts[raw.frame_clip[i]] == Part::Train)
-        .collect();
+    let train_frames = raw.frames_in(&parts, Part::Train);
     let externals: Vec<(String, FrameSet)> = exp
         .externals
         .iter()

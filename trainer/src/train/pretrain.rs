@@ -513,9 +513,7 @@ pub fn pretrain(
         config.test,
         config.seed,
     )?;
-    let index: Vec<usize> = (0..frames.len())
-        .filter(|&i| parts[frames.frame_clip[i]] == Part::Train)
-        .collect();
+    let index = frames.frames_in(&parts, Part::Train);
     ensure!(
         index.len() >= config.batch,
         "{} training frames are fewer than a batch of {}",
