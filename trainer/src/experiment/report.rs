@@ -376,4 +376,25 @@ mod tests {
             "{md}"
         );
     }
+
+    #[test]
+    fn summaries_round_trip_and_bad_ones_name_the_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let rows = vec![
+            row("view", "scratch", 0, 0.6),
+            row("view", "simclr", 0, 0.9),
+        ];
+        write_summary(tmp.path(), &"settings", &rows).unwrap();
+        let back = read_rows(&tmp.path().join("summary.json")).unwrap();
+        assert_eq!(markdown(&back), markdown(&rows));
+
+        let bad = tmp.path().join("bad.json");
+        std::fs::write(&bad, r#"{"rows": [{"task": "view"}]}"#).unwrap();
+        let err = format!("{:#}", read_rows(&bad).unwrap_err());
+        assert!(err.contains("bad.json") && err.contains("rows"), "{err}");
+        std::fs::write(&bad, "not json").unwrap();
+        assert!(format!("{:#}", read_rows(&bad).unwrap_err()).contains("bad.json"));
+        let missing = tmp.path().join("missing.json");
+        assert!(format!("{:#}", read_rows(&missing).unwrap_err()).contains("missing.json"));
+    }
 }
