@@ -30,6 +30,11 @@ setup:
 	@test -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf || { \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then apt-get update -qq && apt-get install -y -qq fonts-dejavu-core; \
 		else echo "warning: install fonts-dejavu-core (or set PLEURA_FONT) for plot labels"; fi; }
+	@# V4L2 bindings (the v4l crate) are generated at build time by bindgen, which needs libclang.
+	@test -n "$$(ls /usr/lib/llvm-*/lib/libclang*.so* /usr/lib/*/libclang*.so* 2>/dev/null | head -n 1)" || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then apt-get update -qq && \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libclang-dev; \
+		else echo "warning: install libclang-dev (bindgen builds the V4L2 bindings)"; fi; }
 	@# Video clips (mp4, avi, mov, gif) are decoded by FFmpeg in `pleura-train prepare`.
 	@command -v ffmpeg >/dev/null || { \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then apt-get update -qq && \
@@ -166,3 +171,7 @@ covid-blues: build
 		--seeds $(BLUES_SEEDS) --out $(BLUES_OUT)/sweep
 	BLUES="$(BLUES)" OUT="$(BLUES_OUT)" REPORT="$(BLUES_REPORT)" STRIDE=$(BLUES_STRIDE) STEPS=$(BLUES_STEPS) \
 		FT_STEPS=$(BLUES_FINETUNE_STEPS) SEEDS=$(BLUES_SEEDS) METHODS="$(SSL_METHODS)" tools/covid_blues_report.sh
+
+# Fragments: the V4L2 test VM (make test-v4l2) and the ARM cross builds (make cross-aarch64 ...).
+include mk/v4l2.mk
+-include mk/cross.mk

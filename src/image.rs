@@ -91,6 +91,50 @@ pub fn write_png(image: &GreyImage, path: &std::path::Path) -> Result<()> {
         .with_context(|| format!("writing PNG {}", path.display()))
 }
 
+/// Extensions of still-image frame files (image sequences, image-folder clips).
+pub const IMAGE_EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
+
+fn is_image(path: &std::path::Path) -> bool {
+    path.extension()
+        .is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| e.eq_ignore_ascii_case(x)))
+}
+
+/// The PNG and JPEG files of `dir`, in name order.
+pub fn frame_files(dir: &std::path::Path) -> Result<Vec<std::path::PathBuf>> {
+    use anyhow::Context;
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("listing {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && is_image(p))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// Reads a PNG or JPEG file as 8-bit grey (colour through luma).
+pub fn read_image(path: &std::path::Path) -> Result<GreyImage> {
+    use anyhow::Context;
+    let ext = path
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    if ext == "png" {
+        return read_png(path);
+    }
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let options = zune_core::options::DecoderOptions::default()
+        .jpeg_set_out_colorspace(zune_core::colorspace::ColorSpace::Luma);
+    let mut decoder =
+        zune_jpeg::JpegDecoder::new_with_options(std::io::Cursor::new(&bytes), options);
+    let pixels = decoder
+        .decode()
+        .map_err(|e| anyhow::anyhow!("{}: corrupt or truncated JPEG: {e:?}", path.display()))?;
+    let (w, h) = decoder
+        .dimensions()
+        .with_context(|| format!("{}: JPEG without dimensions", path.display()))?;
+    GreyImage::from_pixels(w, h, pixels).with_context(|| format!("{}", path.display()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

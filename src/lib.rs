@@ -9,7 +9,8 @@
 //! Data flows one way:
 //!
 //! ```text
-//! capture::FrameSource -> preprocess::Preprocessor -> engine::Session -> pipeline record -> latency summary
+//! capture (v4l2 | replay | phantom -> pixfmt to grey) -> preprocess::Preprocessor (crop, resize)
+//!     -> engine::Session (backbone, heads) -> smoothing (decisions) -> pipeline record -> latency summary
 //! ```
 //!
 //! Principal types: [`pack::Pack`] (a verified model pack), [`engine::Engine`] (optimised tract
@@ -43,4 +44,5 @@ pub mod pack;
 pub mod phantom;
 pub mod pipeline;
 pub mod preprocess;
+pub mod sector;
 pub mod smoothing;

@@ -44,6 +44,8 @@ pub struct RunOptions {
     pub smoothing: Vec<SmoothingConfig>,
     /// Raised (by Ctrl-C) to end the run after the current frame; the summary still comes.
     pub stop: Arc<AtomicBool>,
+    /// End the run after this many inferred frames (dropped and bad frames do not count).
+    pub max_frames: Option<u64>,
 }
 
 /// A finished run: its summary, and the error that ended it if it failed.
@@ -140,6 +142,12 @@ where
         if let Err(err) = result {
             break (RunEnd::Failed, Some(err));
         }
+        if options
+            .max_frames
+            .is_some_and(|n| report.frames as u64 >= n)
+        {
+            break (RunEnd::FrameLimit, None);
+        }
     };
     let elapsed = started.elapsed().as_secs_f64();
     let counts = live.finish();
@@ -151,6 +159,7 @@ where
         frames: report.frames,
         captured: counts.delivered + counts.bad,
         dropped: counts.dropped,
+        lost: counts.lost,
         bad_frames: counts.bad + report.bad,
         elapsed_s: elapsed,
         fps: if elapsed > 0.0 {
@@ -350,6 +359,7 @@ impl Report {
             "t_ms": ms(frame.captured_at.saturating_duration_since(started)),
             "done_ms": ms(started.elapsed()),
             "dropped": dropped,
+            "lost": frame.lost_before,
             "tasks": record,
             "truth": frame.truth.map(|t| json!({
                 "view": t.view.as_str(), "b_lines": t.b_lines, "effusion": t.effusion

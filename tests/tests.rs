@@ -3,6 +3,9 @@
 
 mod util;
 
+#[path = "cases/capture.rs"]
+mod capture;
+
 use pleura::engine::{Engine, TaskMode};
 use pleura::pack::Pack;
 use util::{default_pack, edit_manifest, pack_copy, pleura, stderr};
@@ -56,7 +59,10 @@ fn run_prints_one_json_record_per_frame() {
     }
     let err = stderr(&out);
     assert!(err.contains("p50") && err.contains("backbone"), "{err}");
-    assert!(err.contains("0 dropped, 0 bad"), "{err}");
+    assert!(
+        err.contains("0 dropped, 0 lost by the source, 0 bad"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -164,7 +170,11 @@ fn missing_pack_and_bad_source_exit_with_status_2_and_a_message() {
         "camera",
     ]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("unknown source"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("source `camera`: expected `phantom"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]

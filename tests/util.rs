@@ -94,6 +94,14 @@ impl pleura::capture::FrameSource for ScriptedSource {
             convert_time: Some(std::time::Duration::from_micros(5)),
             image: pleura::image::GreyImage::from_pixels(side, side, pixels)?,
             truth: None,
+            layout: pleura::capture::pixfmt::RawLayout {
+                format: pleura::capture::pixfmt::PixelFormat::Grey,
+                width: side,
+                height: side,
+                stride: side,
+            },
+            timestamp: std::time::Duration::ZERO,
+            lost_before: 0,
         }))
     }
 

@@ -37,6 +37,8 @@ pub struct CaptureCounts {
     pub dropped: u64,
     /// Frames the source reported as [`BadFrame`] and that were skipped.
     pub bad: u64,
+    /// Frames the source itself lost before delivering the next one (driver sequence gaps).
+    pub lost: u64,
 }
 
 /// What [`Live::next`] returns.
@@ -108,6 +110,7 @@ impl Shared {
                 state = self.wait(state);
             }
         }
+        state.counts.lost += frame.lost_before;
         state.slot = Some(frame);
         state.counts.delivered += 1;
         self.changed.notify_all();
@@ -309,7 +312,8 @@ mod tests {
             CaptureCounts {
                 delivered: 20,
                 dropped: 0,
-                bad: 0
+                bad: 0,
+                lost: 0
             }
         );
     }

@@ -1,22 +1,38 @@
 //! Frame sources: where frames come from before preprocessing.
 //!
-//! Every source implements [`FrameSource`]; the pipeline knows nothing else about it. Today:
-//! [`phantom::PhantomSource`] (synthetic lung ultrasound with ground truth), optionally paced to
-//! a frame rate by [`paced::Paced`]. [`live::Live`] runs any source on its own thread and hands
-//! the inference loop the newest frame through a one-frame mailbox.
+//! Every source implements [`FrameSource`]; the pipeline knows nothing else about it:
+//!
+//! - [`v4l2::V4l2Source`]: a capture card (Video4Linux), raw buffers in any [`pixfmt`] format;
+//! - [`recording::Replay`]: raw frames recorded by `pleura record`, replayed bit for bit;
+//! - [`images::ImageSequence`]: a folder of PNG or JPEG frames;
+//! - [`phantom::PhantomSource`]: synthetic lung ultrasound with ground truth.
+//!
+//! Raw sources ([`raw::RawSource`]) deliver buffers as received; [`raw::Converted`] turns them
+//! into grey frames. [`spec::SourceSpec`] parses `--source` and opens any of them, optionally
+//! paced to a frame rate by [`paced::Paced`]. [`live::Live`] runs any source on its own thread
+//! and hands the inference loop the newest frame through a one-frame mailbox.
 //!
 //! A source reports a frame it could not deliver (a corrupt or mis-sized buffer) as a
 //! [`BadFrame`] error: the run counts and skips it. Any other error ends the stream.
 
+pub mod images;
+pub mod jpeg_dht;
 pub mod live;
 pub mod paced;
 pub mod phantom;
+pub mod pixfmt;
+pub mod raw;
+pub mod recording;
+pub mod spec;
+#[cfg(feature = "v4l2")]
+pub mod v4l2;
 
 use std::fmt;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
+use self::pixfmt::RawLayout;
 use crate::image::GreyImage;
 use crate::phantom::Labels;
 
@@ -36,6 +52,12 @@ pub struct Frame {
     pub image: GreyImage,
     /// Ground truth, known only for synthetic sources.
     pub truth: Option<Labels>,
+    /// Pixel format, size and stride the frame arrived in (grey sources: GREY).
+    pub layout: RawLayout,
+    /// Time since the stream's first frame, from the driver's clock where there is one.
+    pub timestamp: Duration,
+    /// Frames the source lost just before this one (a gap in the driver's sequence numbers).
+    pub lost_before: u64,
 }
 
 /// A stream of frames.

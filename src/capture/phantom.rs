@@ -4,6 +4,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 
+use super::pixfmt::{PixelFormat, RawLayout};
 use super::{Frame, FrameSource};
 use crate::phantom::{cohort, Clip};
 
@@ -16,6 +17,7 @@ pub struct PhantomSource {
     width: usize,
     height: usize,
     seed: u64,
+    started: Option<Instant>,
 }
 
 impl PhantomSource {
@@ -40,6 +42,7 @@ impl PhantomSource {
             width,
             height,
             seed,
+            started: None,
         })
     }
 }
@@ -61,6 +64,14 @@ impl FrameSource for PhantomSource {
             convert_time: None,
             image,
             truth: Some(clip.labels()),
+            layout: RawLayout {
+                format: PixelFormat::Grey,
+                width: self.width,
+                height: self.height,
+                stride: self.width,
+            },
+            timestamp: self.started.get_or_insert_with(Instant::now).elapsed(),
+            lost_before: 0,
         };
         self.seq += 1;
         Ok(Some(frame))

@@ -1,29 +1,79 @@
-//! The run configuration file (`pleura run --config FILE.toml`).
+//! The run configuration file (`pleura run --config FILE.toml`): a board's settings.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
-use crate::pack::Pack;
+use crate::capture::spec::CaptureConfig;
+use crate::pack::{Pack, Quantization};
+use crate::preprocess::Rect;
 use crate::smoothing::SmoothingConfig;
 
-/// The TOML file of `pleura run --config`: every section and field is optional.
+/// The TOML file of `pleura run --config`: every section and field is optional, and a
+/// command-line option given as well wins. Relative paths are relative to the file's folder.
 ///
 /// ```toml
-/// [smoothing.view]        # fields override the pack's smoothing of task `view`
+/// pack = "/opt/pleura/pack"
+/// source = "v4l2:/dev/video0"
+/// heads = "f32"                 # or "int8"
+/// frames = 0                    # 0: until stopped
+///
+/// [capture]                     # V4L2 negotiation (see `pleura devices`)
+/// formats = ["YUYV", "NV12", "MJPEG"]
+/// width = 1920
+/// height = 1080
+/// fps = 30
+/// yuv_range = "limited"         # or "full"
+/// frame_timeout_ms = 2000
+/// reconnect = true
+///
+/// [crop]                        # from `pleura calibrate`
+/// x = 412
+/// y = 96
+/// width = 1024
+/// height = 860
+///
+/// [output]
+/// frames = "-"                  # "-": standard output (the journal); a path is appended to
+/// summary = "/var/lib/pleura/summary.json"
+///
+/// [smoothing.view]              # fields override the pack's smoothing of task `view`
 /// window = 9
 /// consecutive = 5
-///
-/// [smoothing.effusion]
-/// on_skip = "hold"
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RunConfig {
+    /// The model-pack folder.
+    pub pack: Option<PathBuf>,
+    /// The frame source, as `--source`.
+    pub source: Option<String>,
+    /// Head form, as `--heads`.
+    pub heads: Option<Quantization>,
+    /// Frames to process; 0 means until the source ends or the run is stopped.
+    pub frames: Option<u64>,
+    /// Run every head on every frame, as `--all-tasks`.
+    pub all_tasks: Option<bool>,
+    /// Capture settings of raw sources.
+    pub capture: CaptureConfig,
+    /// The region of the captured frame holding the ultrasound image.
+    pub crop: Option<Rect>,
+    /// Where records and the summary go.
+    pub output: OutputConfig,
     /// Per task name: fields of [`SmoothingConfig`] that replace the pack's values.
     pub smoothing: BTreeMap<String, toml::Table>,
+}
+
+/// The `[output]` section.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutputConfig {
+    /// Per-frame JSON lines: `-` for standard output, or a file appended to.
+    pub frames: Option<PathBuf>,
+    /// The run summary (JSON), written when the run ends.
+    pub summary: Option<PathBuf>,
 }
 
 impl RunConfig {
@@ -31,7 +81,25 @@ impl RunConfig {
     pub fn load(path: &Path) -> Result<RunConfig> {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+        let mut config: RunConfig =
+            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() && p.as_os_str() != "-" {
+                *p = base.join(&*p);
+            }
+        };
+        config.pack.as_mut().map(resolve);
+        config.output.frames.as_mut().map(resolve);
+        config.output.summary.as_mut().map(resolve);
+        if let Some(source) = &mut config.source {
+            if let Some(dir) = source.strip_prefix("replay:") {
+                let mut dir = PathBuf::from(dir);
+                resolve(&mut dir);
+                *source = format!("replay:{}", dir.display());
+            }
+        }
+        Ok(config)
     }
 
     /// Per task of `pack` (manifest order): its smoothing with this file's overrides applied.

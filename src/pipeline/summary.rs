@@ -26,6 +26,8 @@ pub enum RunEnd {
     SourceEnded,
     /// The stop flag was raised (Ctrl-C).
     Interrupted,
+    /// The frames asked for were inferred.
+    FrameLimit,
     /// The source, the engine or the output failed; see [`RunSummary::error`].
     Failed,
 }
@@ -45,6 +47,8 @@ pub struct RunSummary {
     pub captured: u64,
     /// Frames dropped because a newer one arrived before inference was ready for them.
     pub dropped: u64,
+    /// Frames the source lost before they reached us (gaps in the capture driver's sequence).
+    pub lost: u64,
     /// Frames skipped as bad (wrong size, or reported bad by the source).
     pub bad_frames: u64,
     /// Seconds from the start of capture to the end of the run.
@@ -71,12 +75,19 @@ impl RunSummary {
         let end = match self.end {
             RunEnd::SourceEnded => "source ended",
             RunEnd::Interrupted => "interrupted",
+            RunEnd::FrameLimit => "frame limit",
             RunEnd::Failed => "failed",
         };
         let mut s = format!(
-            "{} frames from {} in {:.1} s at {:.1} fps ({end}); {} dropped, {} bad\n\
+            "{} frames from {} in {:.1} s at {:.1} fps ({end}); {} dropped, {} lost by the source, {} bad\n\
              stage        p50 ms   p90 ms   p99 ms   max ms\n",
-            self.frames, self.source, self.elapsed_s, self.fps, self.dropped, self.bad_frames
+            self.frames,
+            self.source,
+            self.elapsed_s,
+            self.fps,
+            self.dropped,
+            self.lost,
+            self.bad_frames
         );
         for (name, v) in &self.latency_ms {
             s += &format!(

@@ -9,7 +9,6 @@ use crate::augment::dump_views;
 use crate::bench::time_steps;
 use crate::data::covid_blues::write_labels as write_blues_labels;
 use crate::data::frames::FrameSet;
-use crate::data::ingest::sector::parse_rect;
 use crate::data::ingest::{prepare, Crop, PrepareOptions};
 use crate::data::phantom::{write_cohort, PhantomOptions};
 use crate::data::split::SplitOptions;
@@ -25,6 +24,7 @@ use crate::train::finetune::FinetuneTraining;
 use crate::train::pretrain::{pretrain, OptimizerKind, PretrainConfig, Start};
 use crate::train::probe::HeadTraining;
 use pleura::pack::InputSpec;
+use pleura::sector::parse_rect;
 
 /// Pleura trainer: phantom data, training and model-pack export.
 #[derive(Debug, Parser)]

@@ -15,7 +15,6 @@
 
 pub mod dicom;
 pub mod images;
-pub mod sector;
 pub mod video;
 
 use std::collections::BTreeMap;
@@ -250,7 +249,7 @@ fn prepare_clip(
             height: h,
         },
         Crop::Rect(r) => r,
-        Crop::Auto => sector::detect_sector(&frames).unwrap_or(Rect {
+        Crop::Auto => pleura::sector::detect_sector(&frames).unwrap_or(Rect {
             x: 0,
             y: 0,
             width: w,

@@ -8,8 +8,8 @@
 //! margins do not, even when they change. A single frame has no motion to go by: its box is
 //! then the largest bright area.
 
-use pleura::image::GreyImage;
-use pleura::preprocess::Rect;
+use crate::image::GreyImage;
+use crate::preprocess::Rect;
 
 /// Pixels whose range over the clip exceeds this (of 255) are changing.
 const MOTION_THRESHOLD: u8 = 10;
