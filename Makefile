@@ -172,6 +172,8 @@ covid-blues: build
 	BLUES="$(BLUES)" OUT="$(BLUES_OUT)" REPORT="$(BLUES_REPORT)" STRIDE=$(BLUES_STRIDE) STEPS=$(BLUES_STEPS) \
 		FT_STEPS=$(BLUES_FINETUNE_STEPS) SEEDS=$(BLUES_SEEDS) METHODS="$(SSL_METHODS)" tools/covid_blues_report.sh
 
-# Fragments: the V4L2 test VM (make test-v4l2) and the ARM cross builds (make cross-aarch64 ...).
+# Fragments: the V4L2 test VM (make test-v4l2), the ARM cross builds (make cross-aarch64 ...)
+# and the engines benchmark (make bench-engines).
 include mk/v4l2.mk
 -include mk/cross.mk
+include mk/engines.mk

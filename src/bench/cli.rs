@@ -7,8 +7,12 @@ use std::path::PathBuf;
 use anyhow::{ensure, Context, Result};
 
 use super::{BenchConfig, MIN_FRAMES};
-use crate::engine::MULTITHREAD_AVAILABLE;
+use crate::engine::{EngineChoice, EngineKind, MULTITHREAD_AVAILABLE};
 use crate::pack::{Pack, Quantization};
+
+/// The engines benchmark's server (`--engines-serve`); the module lives next to this file.
+#[path = "engines.rs"]
+pub mod engines;
 
 /// Arguments of `pleura bench`.
 #[derive(Debug, clap::Args)]
@@ -35,6 +39,16 @@ pub struct BenchArgs {
     /// Write bench.json, latency.csv and latency_histogram.png into this folder.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Inference engine: `tract` (default) or `ort` (ONNX Runtime; cargo feature `ort`).
+    #[arg(long, value_name = "tract|ort", default_value = "tract")]
+    engine: EngineKind,
+    /// `--engine ort`: the libonnxruntime shared library to load (default: $ORT_DYLIB_PATH).
+    #[arg(long, value_name = "PATH")]
+    ort_lib: Option<PathBuf>,
+    /// Serve the engines benchmark's requests on standard input (driven by
+    /// tools/bench_engines.py, `make bench-engines`).
+    #[arg(long, hide = true)]
+    engines_serve: bool,
 }
 
 impl BenchArgs {
@@ -57,6 +71,7 @@ impl BenchArgs {
             frames: self.frames,
             warmup: self.warmup,
             threads: self.threads,
+            engine: EngineChoice::new(self.engine, self.ort_lib.clone()),
             ..BenchConfig::default()
         })
     }
@@ -64,6 +79,9 @@ impl BenchArgs {
 
 /// Runs `pleura bench`.
 pub fn run(args: BenchArgs) -> Result<()> {
+    if args.engines_serve {
+        return engines::serve(&args.pack, args.ort_lib);
+    }
     let config = args.plan()?;
     let mut pack = Pack::load(&args.pack)?;
     if let Some(form) = args.heads {

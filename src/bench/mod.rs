@@ -32,7 +32,7 @@ use anyhow::{ensure, Context, Result};
 
 use crate::capture::phantom::PhantomSource;
 use crate::capture::FrameSource;
-use crate::engine::{Engine, EngineConfig, Session, Task, TaskMode};
+use crate::engine::{Engine, EngineChoice, EngineConfig, Session, Task, TaskMode};
 use crate::pack::Pack;
 use crate::phantom::{Labels, View};
 use crate::preprocess::Preprocessor;
@@ -61,6 +61,8 @@ pub struct BenchConfig {
     pub phantom_size: usize,
     /// Frames per phantom clip (the cohort cycles through 8 clips of all four label kinds).
     pub clip_frames: usize,
+    /// The engine timed (tract unless `--engine ort`).
+    pub engine: EngineChoice,
 }
 
 impl Default for BenchConfig {
@@ -72,6 +74,7 @@ impl Default for BenchConfig {
             seed: 0,
             phantom_size: 256,
             clip_frames: 30,
+            engine: EngineChoice::default(),
         }
     }
 }
@@ -130,12 +133,13 @@ pub struct BenchRun {
 /// Runs the benchmark on `pack` (its serial networks are optimised too).
 pub fn run(pack: &Pack, pack_path: &Path, config: &BenchConfig) -> Result<BenchRun> {
     ensure!(config.frames >= 1, "the benchmark needs at least one frame");
-    let engine = Engine::with_config(
+    let engine = Engine::with_engine(
         pack,
         true,
         &EngineConfig {
             threads: config.threads,
         },
+        &config.engine,
     )?;
     let tasks = engine.tasks();
     let inputs = phantom_inputs(pack, tasks, config)?;

@@ -291,7 +291,7 @@ pub(super) fn summarise(
         ("all_tasks.serial".to_string(), a.serial_ms.p99),
     ]);
     let m = &ctx.pack.manifest;
-    let versions = BTreeMap::from([
+    let mut versions = BTreeMap::from([
         ("pleura".to_string(), env!("CARGO_PKG_VERSION").to_string()),
         ("tract".to_string(), TRACT_VERSION.to_string()),
         ("pack_format".to_string(), FORMAT_VERSION.to_string()),
@@ -300,8 +300,9 @@ pub(super) fn summarise(
             format!("{}-{}", std::env::consts::ARCH, std::env::consts::OS),
         ),
     ]);
+    versions.insert("engine".to_string(), ctx.engine.description().to_string());
     BenchReport {
-        engine: format!("tract {TRACT_VERSION}"),
+        engine: ctx.engine.description().to_string(),
         threads: ctx.engine.threads(),
         threading: threading(ctx.engine.threads(), ctx.cpu, ctx.thread_check),
         cpu: cpu_model(),

@@ -12,7 +12,7 @@ use crate::capture::pixfmt::{PixelFormat, YuvRange};
 use crate::capture::recording::Timing;
 use crate::capture::spec::{SourceOptions, SourceSpec};
 use crate::capture::FrameSource;
-use crate::engine::{Engine, TaskMode};
+use crate::engine::{Engine, EngineChoice, EngineConfig, EngineKind, TaskMode};
 use crate::pack::{Pack, Quantization};
 use crate::pipeline::{self, RunConfig, RunOptions};
 use crate::sector::parse_rect;
@@ -140,6 +140,12 @@ pub struct RunArgs {
     /// older frames (counted) instead of falling behind. Default: as fast as inference takes them.
     #[arg(long, value_name = "N")]
     fps: Option<f64>,
+    /// Inference engine: `tract` (default) or `ort` (ONNX Runtime; cargo feature `ort`).
+    #[arg(long, value_name = "tract|ort", default_value = "tract")]
+    engine: EngineKind,
+    /// `--engine ort`: the libonnxruntime shared library to load (default: $ORT_DYLIB_PATH).
+    #[arg(long, value_name = "PATH")]
+    ort_lib: Option<PathBuf>,
 }
 
 /// Runs `pleura run`.
@@ -171,7 +177,8 @@ pub fn run(args: RunArgs) -> Result<()> {
         Some(text) => Some(parse_rect(text).context("--crop")?),
         None => config.crop,
     };
-    let engine = Engine::new(&pack, false)?;
+    let choice = EngineChoice::new(args.engine, args.ort_lib.clone());
+    let engine = Engine::with_engine(&pack, false, &EngineConfig::default(), &choice)?;
     let source = spec.open(&source_options)?;
     let source: Box<dyn FrameSource + Send> = match args.fps {
         Some(fps) => Box::new(Paced::new(source, fps).context("--fps")?),

@@ -11,6 +11,7 @@ use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::tensor::activation::{hard_sigmoid, relu};
 use burn::tensor::{Device, Tensor};
 
+use crate::model::cpu_conv::{batch_norm_cpu, conv2d_cpu};
 use crate::model::folded::{Act, FoldedBlock, FoldedConv, FoldedSqueezeExcite};
 use crate::model::init::{random_param, to_vec, zeros_param, Draw, SeedStream};
 use crate::model::spec::{BlockSpec, BN_EPSILON, BN_MOMENTUM};
@@ -186,7 +187,12 @@ impl ConvBnAct {
     /// # Shapes
     /// `[N, in, H, W] -> [N, out, H', W']` with `H' = (H - 1) / stride + 1` for odd kernels.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        apply_act(self.act, self.bn.forward(self.conv.forward(x)))
+        // On the CPU backend, depthwise and pointwise convolutions and the training-mode
+        // BatchNorm take faster forms (model::cpu_conv).
+        apply_act(
+            self.act,
+            batch_norm_cpu(&self.bn, conv2d_cpu(&self.conv, x)),
+        )
     }
 
     /// This layer with its BatchNorm (running statistics) folded into the convolution:

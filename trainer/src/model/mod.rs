@@ -18,6 +18,7 @@
 //!   [`MobileNetV3`].
 
 pub mod blocks;
+pub mod cpu_conv;
 pub mod folded;
 pub mod heads;
 pub mod import;
