@@ -175,5 +175,5 @@ covid-blues: build
 # Fragments: the V4L2 test VM (make test-v4l2), the ARM cross builds (make cross-aarch64 ...)
 # and the engines benchmark (make bench-engines).
 include mk/v4l2.mk
--include mk/cross.mk
+include mk/cross.mk
 include mk/engines.mk

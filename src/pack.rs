@@ -426,6 +426,15 @@ impl Pack {
         })
     }
 
+    /// Frees the parsed per-task networks, which only the benchmark runs: the live path needs
+    /// the backbone and the heads alone, and each network is as large as the backbone (3.7 MB
+    /// for MobileNetV3-Small), which counts on a board. [`Pack::load`] has verified them
+    /// (checksums, shapes) already; [`Pack::total_bytes`] and [`Pack::model_files`] no longer
+    /// count them, and an engine asked for them refuses this pack.
+    pub fn release_serial_networks(&mut self) {
+        self.serial_networks = Vec::new();
+    }
+
     /// Total size of the pack's model files in bytes.
     pub fn total_bytes(&self) -> usize {
         let models = std::iter::once(&self.backbone)

@@ -64,7 +64,8 @@ impl BenchArgs {
         ensure!(
             self.threads == 1 || MULTITHREAD_AVAILABLE,
             "--threads {}: this build of pleura runs tract on one thread (rebuild with the \
-             default cargo feature `threads`)",
+             default cargo feature `threads`; for a board: `make cross-aarch64 \
+             FEATURES=threads,v4l2`)",
             self.threads
         );
         Ok(BenchConfig {

@@ -95,5 +95,19 @@ pub fn info(dir: &Path) -> Result<()> {
         pack.model_files(),
         pack.total_bytes() / 1024
     )?;
+    writeln!(out, "machine     {}", tract_machine())?;
     Ok(())
+}
+
+/// What tract-linalg found on this CPU at run time (it picks its kernels from that, whatever
+/// the build's flags): the instruction-set features (e.g. `aarch64,dotprod` on a Cortex-A76)
+/// and its matrix-product tiers, best first. Differs per machine by design.
+fn tract_machine() -> String {
+    let isa = tract_linalg::isa::native();
+    let tiers = tract_linalg::mmm_tiers::for_isa(&isa)
+        .iter()
+        .map(|t| t.name)
+        .collect::<Vec<_>>()
+        .join(" > ");
+    format!("tract-linalg: instruction set {isa:?}; matrix-product tiers {tiers}")
 }

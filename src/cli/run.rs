@@ -164,6 +164,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         .or(config.pack.clone())
         .unwrap_or_else(|| PathBuf::from("models/default"));
     let mut pack = Pack::load(&pack_dir)?;
+    pack.release_serial_networks();
     if let Some(form) = args.heads.or(config.heads) {
         pack.select_heads(form).context("--heads")?;
     }

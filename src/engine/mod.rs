@@ -17,6 +17,7 @@
 //! user-provided `libonnxruntime` ([`EngineChoice::ort_lib`], else `ORT_DYLIB_PATH`), see
 //! `docs/performance/inference.md`.
 
+mod ops;
 #[cfg(feature = "ort")]
 mod ort;
 
@@ -283,14 +284,35 @@ fn tract_plan(
         .with_context(context)?
         .into_decluttered()
         .with_context(context)?;
+    // Our SIMD depthwise convolution in place of tract's (src/engine/ops/depthwise/), before
+    // `conv_nhwc` (which lowers depthwise convolutions to tract's kernel itself);
+    // `PLEURA_TRACT_DEPTHWISE=tract` keeps tract's.
+    if ops::depthwise::enabled() {
+        let replaced = ops::depthwise::patch_depthwise(&mut typed, layout != TractLayout::Nchw)
+            .with_context(context)?;
+        log::debug!(
+            "{}: {replaced} depthwise convolutions replaced by pleura's ({layout:?})",
+            model.path.display()
+        );
+    }
     if layout != TractLayout::Nchw {
         let transform = tract_onnx::tract_core::transform::get_transform("conv_nhwc")?
             .context("tract lacks its `conv_nhwc` transform")?;
         transform.transform(&mut typed).with_context(context)?;
     }
+    let mut typed = typed.into_optimized().with_context(context)?;
+    // The squeeze-excitation `Mul` and the global pools channel-last, which tract leaves on
+    // slow paths (src/engine/ops/channel.rs); `PLEURA_TRACT_CHANNEL_OPS=tract` keeps
+    // tract's.
+    if ops::channel::enabled() {
+        let (muls, sums) = ops::channel::patch_channel_ops(&mut typed).with_context(context)?;
+        log::debug!(
+            "{}: {muls} channel-broadcast Mul and {sums} channel sums replaced by pleura's \
+             ({layout:?})",
+            model.path.display()
+        );
+    }
     let plan = typed
-        .into_optimized()
-        .with_context(context)?
         .into_runnable_with_options(options)
         .with_context(context)?;
     Ok(plan)
@@ -439,6 +461,11 @@ impl Engine {
             .map(|i| plan(pack.head_model(i), &[1, feature_dim]))
             .collect::<Result<_>>()?;
         let head_forms = m.tasks.iter().map(|t| t.head.quantization).collect();
+        ensure!(
+            !with_serial || pack.serial_networks.len() == m.tasks.len(),
+            "{}: the per-task networks were released (Pack::release_serial_networks)",
+            pack.dir.display()
+        );
         let serial = with_serial
             .then(|| {
                 pack.serial_networks
