@@ -78,6 +78,16 @@ fn all_tasks_mode_runs_every_head() {
 }
 
 #[test]
+fn an_engine_asked_for_released_networks_is_an_error() {
+    let mut pack = Pack::load(default_pack()).unwrap();
+    pack.release_serial_networks();
+    let err = format!("{:#}", Engine::new(&pack, true).err().unwrap());
+    assert!(err.contains("per-task networks were released"), "{err}");
+    // The live path (no per-task networks) still builds.
+    assert!(Engine::new(&pack, false).is_ok());
+}
+
+#[test]
 fn a_changed_model_file_fails_its_checksum() {
     let (_tmp, pack) = pack_copy();
     let head = pack.join("heads/lines.onnx");

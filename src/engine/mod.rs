@@ -407,6 +407,11 @@ impl Engine {
         config: &EngineConfig,
         choice: &EngineChoice,
     ) -> Result<Engine> {
+        ensure!(
+            !with_serial || pack.serial_networks.len() == pack.manifest.tasks.len(),
+            "{}: the per-task networks were released (Pack::release_serial_networks)",
+            pack.dir.display()
+        );
         let threads = config.threads;
         let options = match choice.kind {
             EngineKind::Tract => run_options(threads)?,
@@ -461,11 +466,6 @@ impl Engine {
             .map(|i| plan(pack.head_model(i), &[1, feature_dim]))
             .collect::<Result<_>>()?;
         let head_forms = m.tasks.iter().map(|t| t.head.quantization).collect();
-        ensure!(
-            !with_serial || pack.serial_networks.len() == m.tasks.len(),
-            "{}: the per-task networks were released (Pack::release_serial_networks)",
-            pack.dir.display()
-        );
         let serial = with_serial
             .then(|| {
                 pack.serial_networks

@@ -107,11 +107,14 @@ TIMING = re.compile(r"\b\d+(\.\d+)?\s*(ms|us|µs|s)\b|elapsed|took")
 MACHINE = re.compile(r"^machine\s")
 
 
+def compared_lines(path):
+    """The lines of `pleura info` output that must be equal: not timings, not the machine."""
+    with open(path) as f:
+        return [l for l in f.read().splitlines() if not TIMING.search(l) and not MACHINE.match(l)]
+
+
 def text(ref_path, out_path):
-    with open(ref_path) as f:
-        ref = [l for l in f.read().splitlines() if not TIMING.search(l) and not MACHINE.match(l)]
-    with open(out_path) as f:
-        out = [l for l in f.read().splitlines() if not TIMING.search(l) and not MACHINE.match(l)]
+    ref, out = compared_lines(ref_path), compared_lines(out_path)
     diff = Diff(0.0)
     if len(ref) != len(out):
         diff.note("lines", f"{len(ref)} vs {len(out)}")

@@ -48,15 +48,12 @@ impl EvalOp for ChannelMul {
             let scale = s.try_as_plain_ram()?.as_slice::<f32>()?;
             let mut view = out.try_as_plain_ram_mut()?;
             let data = view.as_slice_mut::<f32>()?;
-            let scale_rows = |rows: &mut [f32]| {
-                for row in rows.chunks_exact_mut(scale.len()) {
+            if !scale.is_empty() {
+                for row in data.chunks_exact_mut(scale.len()) {
                     for (v, k) in row.iter_mut().zip(scale) {
                         *v *= *k;
                     }
                 }
-            };
-            if !scale.is_empty() {
-                scale_rows(data);
             }
         }
         Ok(tvec!(out.into_tvalue()))

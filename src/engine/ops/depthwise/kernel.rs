@@ -146,16 +146,13 @@ pub(super) fn interior(
     (lo, hi.max(lo))
 }
 
-/// Runs the convolution on `batch` images, output rows `rows.0..rows.1` of each (channel-last;
-/// channel-first always computes all rows).
+/// Runs the convolution on `batch` images.
 ///
 /// # Safety
 ///
 /// `S`'s instruction set must be available. `input` holds `batch * c * h * w` f32, `output`
-/// `batch * c * (rows.1 - rows.0) * ow` (channel-last) or `batch * c * oh * ow`
-/// (channel-first, where `rows` is `(0, oh)`), `weights` `c * kh * kw` in the layout of
-/// `geo.channel_last`, `bias` `c`; `geo` is consistent (checked by `Geometry::check`) and
-/// `rows.0 <= rows.1 <= oh`.
+/// `batch * c * oh * ow`, `weights` `c * kh * kw` in the layout of `geo.channel_last`, `bias`
+/// `c`; `geo` is consistent (checked by `Geometry::check`).
 #[inline(always)]
 pub(super) unsafe fn run<S: Simd>(
     geo: &Geometry,
@@ -164,11 +161,10 @@ pub(super) unsafe fn run<S: Simd>(
     weights: &[f32],
     bias: &[f32],
     output: &mut [f32],
-    rows: (usize, usize),
 ) {
     let in_len = geo.c * geo.h * geo.w;
+    let out_len = geo.c * geo.oh * geo.ow;
     if geo.channel_last {
-        let out_len = geo.c * (rows.1 - rows.0) * geo.ow;
         for b in 0..batch {
             // SAFETY: image `b` lies inside both buffers (lengths checked by the caller).
             unsafe {
@@ -178,12 +174,10 @@ pub(super) unsafe fn run<S: Simd>(
                     weights.as_ptr(),
                     bias.as_ptr(),
                     output.as_mut_ptr().add(b * out_len),
-                    rows,
                 )
             }
         }
     } else {
-        let out_len = geo.c * geo.oh * geo.ow;
         let (rows, cols) = nchw_plane(geo, S::LANES);
         let mut scratch = vec![0.0f32; geo.sw * rows * cols];
         for b in 0..batch {
@@ -207,8 +201,7 @@ pub(super) unsafe fn run<S: Simd>(
 // ---------------------------------------------------------------------------------------------
 // Channel-last: vectors across channels.
 
-/// Output rows `oy0..oy1` of one image, channel-last (`[h][w][c]` in, `[oh][ow][c]` out, `out`
-/// pointing at row `oy0`, weights `[kh][kw][c]`).
+/// One image, channel-last (`[h][w][c]` in, `[oh][ow][c]` out, weights `[kh][kw][c]`).
 #[inline(always)]
 unsafe fn nhwc_image<S: Simd>(
     g: &Geometry,
@@ -216,17 +209,16 @@ unsafe fn nhwc_image<S: Simd>(
     w: *const f32,
     b: *const f32,
     out: *mut f32,
-    (oy0, oy1): (usize, usize),
 ) {
     let (ix_lo, ix_hi) = interior(g.ow, g.sw, g.pw, g.kw, g.w);
-    for oy in oy0..oy1 {
+    for oy in 0..g.oh {
         let (iy0, ky_lo, ky_hi) = taps(oy, g.sh, g.ph, g.kh, g.h);
         let full_rows = ky_lo == 0 && ky_hi == g.kh;
         let (a, z) = if full_rows { (ix_lo, ix_hi) } else { (0, 0) };
-        // SAFETY: `out_row` is row `oy` of the output (`out` is row `oy0`); every pixel routine only reads taps
+        // SAFETY: `out_row` is row `oy` of the output; every pixel routine only reads taps
         // inside the input (tap ranges from `taps`, or the interior range).
         unsafe {
-            let out_row = out.add((oy - oy0) * g.ow * g.c);
+            let out_row = out.add(oy * g.ow * g.c);
             for ox in (0..a).chain(z.max(a)..g.ow) {
                 let (ix0, kx_lo, kx_hi) = taps(ox, g.sw, g.pw, g.kw, g.w);
                 nhwc_pixel::<S>(

@@ -229,30 +229,12 @@ impl EvalOp for DepthwiseConv {
 impl DepthwiseConv {
     /// Runs the kernel of `self.isa` on `batch` images, on the calling thread (splitting the
     /// rows across tract's pool with `par_chunks_mut` measured slower on the 2-core test
-    /// machine, see `docs/performance/inference.md`).
+    /// machine, see `docs/performance/inference.md`). Checks every size the kernels rely on.
     fn run(&self, batch: usize, input: &[f32], output: &mut [f32]) -> TractResult<()> {
-        self.run_rows(batch, input, output, (0, self.geo.oh))
-    }
-
-    /// Output rows `rows.0..rows.1` of `batch` images into `output` (channel-last: `output`
-    /// holds just those rows; channel-first: `rows` must be all rows). Checks every size the
-    /// kernels rely on.
-    fn run_rows(
-        &self,
-        batch: usize,
-        input: &[f32],
-        output: &mut [f32],
-        rows: (usize, usize),
-    ) -> TractResult<()> {
         let g = &self.geo;
         g.check()?;
         ensure!(
-            rows.0 <= rows.1 && rows.1 <= g.oh && (g.channel_last || rows == (0, g.oh)),
-            "PleuraDepthwiseConv: rows {rows:?} do not match {g:?}"
-        );
-        ensure!(
-            input.len() == batch * g.c * g.h * g.w
-                && output.len() == batch * g.c * (rows.1 - rows.0) * g.ow,
+            input.len() == batch * g.c * g.h * g.w && output.len() == batch * g.c * g.oh * g.ow,
             "PleuraDepthwiseConv: buffer sizes do not match {g:?}"
         );
         ensure!(
@@ -267,14 +249,14 @@ impl DepthwiseConv {
         let (w, b) = (&*self.weights, &*self.bias);
         match self.isa {
             // SAFETY (all arms): the instruction set is available, the geometry passed
-            // `check`, and the rows and buffer sizes match it (all checked above).
+            // `check`, and the buffer sizes match it (all checked above).
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => unsafe { x86::run_avx512(g, batch, input, w, b, output, rows) },
+            Isa::Avx512 => unsafe { x86::run_avx512(g, batch, input, w, b, output) },
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => unsafe { x86::run_avx2(g, batch, input, w, b, output, rows) },
+            Isa::Avx2 => unsafe { x86::run_avx2(g, batch, input, w, b, output) },
             #[cfg(target_arch = "aarch64")]
-            Isa::Neon => unsafe { neon::run_neon(g, batch, input, w, b, output, rows) },
-            _ => unsafe { kernel::run::<kernel::Portable>(g, batch, input, w, b, output, rows) },
+            Isa::Neon => unsafe { neon::run_neon(g, batch, input, w, b, output) },
+            _ => unsafe { kernel::run::<kernel::Portable>(g, batch, input, w, b, output) },
         }
         Ok(())
     }

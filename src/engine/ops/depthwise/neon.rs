@@ -76,8 +76,7 @@ pub(super) unsafe fn run_neon(
     weights: &[f32],
     bias: &[f32],
     output: &mut [f32],
-    rows: (usize, usize),
 ) {
     // SAFETY: forwarded contract.
-    unsafe { kernel::run::<Neon>(geo, batch, input, weights, bias, output, rows) }
+    unsafe { kernel::run::<Neon>(geo, batch, input, weights, bias, output) }
 }

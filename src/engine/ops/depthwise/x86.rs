@@ -132,10 +132,9 @@ pub(super) unsafe fn run_avx2(
     weights: &[f32],
     bias: &[f32],
     output: &mut [f32],
-    rows: (usize, usize),
 ) {
     // SAFETY: forwarded contract.
-    unsafe { kernel::run::<Avx2>(geo, batch, input, weights, bias, output, rows) }
+    unsafe { kernel::run::<Avx2>(geo, batch, input, weights, bias, output) }
 }
 
 /// [`kernel::run`] compiled for AVX-512F.
@@ -151,8 +150,7 @@ pub(super) unsafe fn run_avx512(
     weights: &[f32],
     bias: &[f32],
     output: &mut [f32],
-    rows: (usize, usize),
 ) {
     // SAFETY: forwarded contract.
-    unsafe { kernel::run::<Avx512>(geo, batch, input, weights, bias, output, rows) }
+    unsafe { kernel::run::<Avx512>(geo, batch, input, weights, bias, output) }
 }
