@@ -6,41 +6,35 @@ RELEASE := target/release
 DEMO := target/demo
 PACK ?= models/default
 FRAMES ?= 300
-# Short self-supervised pretraining that fits a 2-core CPU in a few minutes. AdamW rather than
-# the recipe's LARS: LARS's trust ratio makes tiny steps at batch 32, which needs long runs.
+# Short self-supervised pretraining that fits a 2-core CPU in minutes (configs/phantom.toml:
+# AdamW rather than the recipe's LARS, whose trust ratio makes tiny steps at batch 32; positive
+# pairs from nearby frames of a clip). Then the pack: 200 steps of supervised multi-task
+# fine-tuning of the shared backbone before it is frozen for the heads (docs/phantom-heads.md:
+# frozen features of so short a run leave the heads at 0.70-0.87 AUC).
 PRETRAIN_METHOD ?= simclr
-PRETRAIN_ARGS ?= --steps 300 --warmup-steps 30 --optimizer adamw --seed 0
+PRETRAIN_ARGS ?= --config configs/phantom.toml --steps 600 --warmup-steps 60 --seed 0
+PACK_ARGS ?= --shared-steps 200
 
 # $(call ssl_pack,DATA,RUN,PACK): phantom cohort -> SimCLR pretraining -> heads + per-task networks -> pack
 define ssl_pack
 	rm -rf $(1) $(2) $(3)
-	$(RELEASE)/pleura-train phantom --out $(1) --clips 96 --frames 12 --seed 0
+	$(RELEASE)/pleura-train phantom --out $(1) --clips 192 --frames 12 --seed 0
 	$(RELEASE)/pleura-train pretrain --data $(1) --out $(2) --method $(PRETRAIN_METHOD) $(PRETRAIN_ARGS)
-	$(RELEASE)/pleura-train build-pack --data $(1) --pretrained $(2) --out $(3) --seed 0
+	$(RELEASE)/pleura-train build-pack --data $(1) --pretrained $(2) --out $(3) --seed 0 $(PACK_ARGS)
 endef
 
-.PHONY: setup build demo test lint fmt default-pack montage clean-demo check-onnx ssl-evidence \
-	bench-pretrain check-gpu covid-blues
+.PHONY: setup doctor build demo test lint fmt default-pack montage clean-demo check-onnx ssl-evidence \
+	bench-pretrain check-gpu
 
-## setup: check the toolchain (Rust >= 1.95 with cargo) and fetch dependencies
+## setup: check what the build needs (tools/doctor.sh: Rust >= 1.95, libclang as bindgen finds
+## it, ffmpeg, the plot font), install what is missing with apt-get when root, fetch dependencies
 setup:
-	@command -v $(CARGO) >/dev/null || { echo "error: cargo not found: install Rust 1.95 or newer (rustup.rs)"; exit 1; }
-	@$(CARGO) --version
-	@# Plot labels (loss curves, ROC curves) are drawn with DejaVu Sans.
-	@test -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf || { \
-		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then apt-get update -qq && apt-get install -y -qq fonts-dejavu-core; \
-		else echo "warning: install fonts-dejavu-core (or set PLEURA_FONT) for plot labels"; fi; }
-	@# V4L2 bindings (the v4l crate) are generated at build time by bindgen, which needs libclang.
-	@test -n "$$(ls /usr/lib/llvm-*/lib/libclang*.so* /usr/lib/*/libclang*.so* 2>/dev/null | head -n 1)" || { \
-		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then apt-get update -qq && \
-			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libclang-dev; \
-		else echo "warning: install libclang-dev (bindgen builds the V4L2 bindings)"; fi; }
-	@# Video clips (mp4, avi, mov, gif) are decoded by FFmpeg in `pleura-train prepare`.
-	@command -v ffmpeg >/dev/null || { \
-		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then apt-get update -qq && \
-			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ffmpeg; \
-		else echo "warning: install ffmpeg to prepare video clips"; fi; }
+	@bash tools/doctor.sh --install
 	$(CARGO) fetch --locked
+
+## doctor: one line per prerequisite, found (where) or missing (and the command that installs it)
+doctor:
+	@bash tools/doctor.sh
 
 ## build: the runtime (pleura) and the trainer (pleura-train)
 build: setup
@@ -140,40 +134,10 @@ bench-pretrain: build
 check-gpu:
 	DOCS_RS=1 $(CARGO) check --release --locked -p pleura-trainer --features cuda,wgpu
 
-## covid-blues: the paper's evaluation on COVID-BLUES (read in place from $(BLUES), never copied):
-## labels -> prepare -> SSL pretraining per method -> probes, fine-tuning, label-efficiency sweep.
-## Sized for a 2-core CPU (about 45 minutes); on a GPU build (--features cuda) raise
-## BLUES_STEPS, BLUES_STRIDE and BLUES_FINETUNE_STEPS and add --device cuda to the pretraining.
-BLUES ?= ../shared/data/covid-blues
-BLUES_OUT := target/covid-blues
-BLUES_STRIDE ?= 8
-BLUES_STEPS ?= 300
-BLUES_FINETUNE_STEPS ?= 150
-BLUES_SEEDS ?= 0,1,2
-BLUES_REPORT ?= docs/covid-blues
-BLUES_BACKBONES = $(foreach m,$(SSL_METHODS),--backbone $(BLUES_OUT)/pretrain-$(m))
-covid-blues: build
-	@test -f $(BLUES)/severity.csv || { echo "error: COVID-BLUES not found at $(BLUES) (set BLUES=...)"; exit 2; }
-	mkdir -p $(BLUES_OUT)
-	$(RELEASE)/pleura-train adapt covid-blues --root $(BLUES) --out $(BLUES_OUT)/labels.csv
-	$(RELEASE)/pleura-train prepare --clips $(BLUES)/lus_videos --labels $(BLUES_OUT)/labels.csv \
-		--out $(BLUES_OUT)/data --stride $(BLUES_STRIDE) --max-side 256 --seed 0
-	for m in $(SSL_METHODS); do test -f $(BLUES_OUT)/pretrain-$$m/DONE || \
-		$(RELEASE)/pleura-train pretrain --data $(BLUES_OUT)/data --out $(BLUES_OUT)/pretrain-$$m \
-			--method $$m --steps $(BLUES_STEPS) --warmup-steps 30 --optimizer adamw --seed 0 || exit 1; done
-	$(RELEASE)/pleura-train probe --data $(BLUES_OUT)/data $(BLUES_BACKBONES) --head linear \
-		--seeds $(BLUES_SEEDS) --out $(BLUES_OUT)/probe-linear
-	$(RELEASE)/pleura-train probe --data $(BLUES_OUT)/data $(BLUES_BACKBONES) --head mlp \
-		--seeds $(BLUES_SEEDS) --out $(BLUES_OUT)/probe-mlp
-	$(RELEASE)/pleura-train finetune --data $(BLUES_OUT)/data $(BLUES_BACKBONES) --head linear \
-		--seeds $(BLUES_SEEDS) --finetune-steps $(BLUES_FINETUNE_STEPS) --out $(BLUES_OUT)/finetune
-	$(RELEASE)/pleura-train sweep --data $(BLUES_OUT)/data $(BLUES_BACKBONES) --head linear \
-		--seeds $(BLUES_SEEDS) --out $(BLUES_OUT)/sweep
-	BLUES="$(BLUES)" OUT="$(BLUES_OUT)" REPORT="$(BLUES_REPORT)" STRIDE=$(BLUES_STRIDE) STEPS=$(BLUES_STEPS) \
-		FT_STEPS=$(BLUES_FINETUNE_STEPS) SEEDS=$(BLUES_SEEDS) METHODS="$(SSL_METHODS)" tools/covid_blues_report.sh
-
-# Fragments: the V4L2 test VM (make test-v4l2), the ARM cross builds (make cross-aarch64 ...)
-# and the engines benchmark (make bench-engines).
+# Fragments: the V4L2 test VM (make test-v4l2), the ARM cross builds (make cross-aarch64 ...),
+# the engines benchmark (make bench-engines) and the COVID-BLUES evaluation (make covid-blues,
+# covid-blues-report, covid-blues-ablation).
 include mk/v4l2.mk
 include mk/cross.mk
 include mk/engines.mk
+include mk/covid-blues.mk

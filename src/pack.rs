@@ -6,9 +6,12 @@
 //! normalisation, checksums, the task hierarchy (which view gates which task) and provenance.
 //! The format is documented in `models/README.md`.
 //!
-//! [`Pack::load`] verifies everything a runtime relies on before any inference: the format
-//! version, every file's SHA-256, the task hierarchy, and the input/output shapes written in
-//! each ONNX graph against the manifest. Each error names the file and the manifest field.
+//! [`Pack::load`] verifies everything the live path relies on before any inference: the format
+//! version, the SHA-256 of the backbone and every head, the task hierarchy (into a
+//! [`TaskSet`]), and the input/output shapes written in each ONNX graph against the manifest.
+//! The per-task networks are the benchmark's business: [`Pack::load_networks`] reads and
+//! verifies them the same way, only when asked (`pleura bench`, `pleura info`). Each error names
+//! the file and the manifest field.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -21,6 +24,7 @@ use tract_onnx::pb;
 
 use crate::fsutil::{sha256_file, write_atomic};
 use crate::smoothing::SmoothingConfig;
+use crate::tasks::{TaskDecl, TaskSet};
 
 /// The manifest format this runtime reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
@@ -180,7 +184,8 @@ pub struct TaskEntry {
     /// `None` for a task run on every frame.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gate: Option<Gate>,
-    /// The whole fine-tuned network for this task, run by the serial baseline.
+    /// The whole fine-tuned network for this task, run by the serial baseline (read only by
+    /// [`Pack::load_networks`]).
     pub serial_network: ModelFile,
     /// Temporal smoothing of this task's probabilities (defaults when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -240,42 +245,14 @@ impl Manifest {
         self.tasks.iter().find(|t| t.name == name)
     }
 
-    /// Checks the task hierarchy: unique names, gates naming an ungated earlier task and one of
-    /// its classes.
-    fn check_tasks(&self) -> Result<()> {
-        ensure!(
-            !self.tasks.is_empty(),
-            "field `tasks`: the pack has no task"
-        );
-        for (i, task) in self.tasks.iter().enumerate() {
-            let field = format!("tasks[{i}] ({})", task.name);
-            ensure!(
-                self.tasks[..i].iter().all(|t| t.name != task.name),
-                "field `{field}.name`: duplicate task name"
-            );
-            if let Some(gate) = &task.gate {
-                let Some(parent) = self.tasks[..i].iter().find(|t| t.name == gate.task) else {
-                    bail!(
-                        "field `{field}.gate.task`: `{}` is not a task listed before `{}`",
-                        gate.task,
-                        task.name
-                    );
-                };
-                ensure!(
-                    parent.gate.is_none(),
-                    "field `{field}.gate.task`: `{}` is itself gated; gates are one level deep",
-                    gate.task
-                );
-                ensure!(
-                    parent.classes.contains(&gate.class),
-                    "field `{field}.gate.class`: `{}` is not a class of `{}` ({:?})",
-                    gate.class,
-                    gate.task,
-                    parent.classes
-                );
-            }
-        }
-        Ok(())
+    /// The task hierarchy, checked: unique names, gates naming an ungated earlier task and one
+    /// of its classes. Errors name the field (`tasks[i] (name).gate.class`, ...).
+    pub fn task_set(&self) -> Result<TaskSet> {
+        TaskSet::new(self.tasks.iter().map(|t| TaskDecl {
+            name: &t.name,
+            classes: [&t.classes[0], &t.classes[1]],
+            gate: t.gate.as_ref().map(|g| (g.task.as_str(), g.class.as_str())),
+        }))
     }
 }
 
@@ -302,13 +279,16 @@ pub struct LoadedModel {
     pub bytes: usize,
 }
 
-/// A pack whose manifest, checksums, hierarchy and shapes have all been verified.
+/// A pack whose manifest, hierarchy, and the checksums and shapes of its backbone and heads
+/// have been verified.
 #[derive(Clone, Debug)]
 pub struct Pack {
     /// The pack folder.
     pub dir: PathBuf,
     /// The manifest.
     pub manifest: Manifest,
+    /// The task hierarchy of the manifest, gates resolved.
+    pub tasks: TaskSet,
     /// The backbone model.
     pub backbone: LoadedModel,
     /// Per task (manifest order): its head file (`tasks[i].head.file`, the f32 head when the
@@ -316,8 +296,6 @@ pub struct Pack {
     pub heads: Vec<LoadedModel>,
     /// Per task (manifest order): its int8 head (`tasks[i].head.int8`), when the pack has one.
     pub int8_heads: Vec<Option<LoadedModel>>,
-    /// Per task (manifest order): its whole fine-tuned network.
-    pub serial_networks: Vec<LoadedModel>,
     /// Per task (manifest order): temporal smoothing, from the optional `tasks[i].smoothing`
     /// (defaults where absent).
     pub smoothing: Vec<SmoothingConfig>,
@@ -352,7 +330,7 @@ impl Pack {
             input.std.is_finite() && input.std > 0.0 && input.mean.is_finite(),
             "field `input.std`/`input.mean`: std must be finite and positive, mean finite"
         );
-        manifest.check_tasks()?;
+        let tasks = manifest.task_set()?;
         let feature_dim = manifest.backbone.feature_dim;
         let image = [
             None,
@@ -379,7 +357,6 @@ impl Pack {
 
         let mut heads = Vec::new();
         let mut int8_heads = Vec::new();
-        let mut serial_networks = Vec::new();
         for (i, task) in manifest.tasks.iter().enumerate() {
             let field = format!("tasks[{i}].head");
             heads.push(load_head(&dir, &task.head.model, &field, feature_dim)?);
@@ -390,18 +367,6 @@ impl Pack {
                     .map(|m| load_head(&dir, m, &format!("{field}.int8"), feature_dim))
                     .transpose()?,
             );
-
-            let field = format!("tasks[{i}].serial_network");
-            let net = load_model(&dir, &task.serial_network, &field)?;
-            check_shape(
-                &net,
-                &format!("{field} (input)"),
-                "input",
-                &net.input_shape,
-                &image,
-            )?;
-            check_shape(&net, &field, "output", &net.output_shape, &[None, Some(1)])?;
-            serial_networks.push(net);
         }
         let smoothing = manifest
             .tasks
@@ -419,34 +384,55 @@ impl Pack {
             smoothing,
             dir,
             manifest,
+            tasks,
             backbone,
             heads,
             int8_heads,
-            serial_networks,
         })
     }
 
-    /// Frees the parsed per-task networks, which only the benchmark runs: the live path needs
-    /// the backbone and the heads alone, and each network is as large as the backbone (3.7 MB
-    /// for MobileNetV3-Small), which counts on a board. [`Pack::load`] has verified them
-    /// (checksums, shapes) already; [`Pack::total_bytes`] and [`Pack::model_files`] no longer
-    /// count them, and an engine asked for them refuses this pack.
-    pub fn release_serial_networks(&mut self) {
-        self.serial_networks = Vec::new();
+    /// Reads and verifies the per-task fine-tuned networks (`tasks[i].serial_network`), in
+    /// manifest order: checksum, and `image [batch, C, H, W] -> probability [batch, 1]`. Only
+    /// the benchmark runs them (each is as large as the backbone, which counts on a board), so
+    /// [`Pack::load`] leaves them on disk.
+    pub fn load_networks(&self) -> Result<Vec<LoadedModel>> {
+        let input = &self.manifest.input;
+        let image = [
+            None,
+            Some(input.channels),
+            Some(input.height),
+            Some(input.width),
+        ];
+        self.manifest
+            .tasks
+            .iter()
+            .enumerate()
+            .map(|(i, task)| {
+                let field = format!("tasks[{i}].serial_network");
+                let net = load_model(&self.dir, &task.serial_network, &field)?;
+                check_shape(
+                    &net,
+                    &format!("{field} (input)"),
+                    "input",
+                    &net.input_shape,
+                    &image,
+                )?;
+                check_shape(&net, &field, "output", &net.output_shape, &[None, Some(1)])?;
+                Ok(net)
+            })
+            .collect::<Result<_>>()
+            .with_context(|| {
+                format!(
+                    "verifying the per-task networks of model pack {}",
+                    self.dir.join(MANIFEST).display()
+                )
+            })
     }
 
-    /// Total size of the pack's model files in bytes.
-    pub fn total_bytes(&self) -> usize {
-        let models = std::iter::once(&self.backbone)
-            .chain(&self.heads)
-            .chain(self.int8_heads.iter().flatten())
-            .chain(&self.serial_networks);
-        models.map(|m| m.bytes).sum()
-    }
-
-    /// Number of model files the pack holds.
+    /// Number of model files the manifest names: backbone, heads (f32 and int8) and the
+    /// per-task networks (loaded or not).
     pub fn model_files(&self) -> usize {
-        1 + self.heads.len() + self.int8_heads.iter().flatten().count() + self.serial_networks.len()
+        1 + self.heads.len() + self.int8_heads.iter().flatten().count() + self.manifest.tasks.len()
     }
 
     /// The head of task `i` that the runtime runs: the form `tasks[i].head.quantization` names.

@@ -1,9 +1,18 @@
-//! Frame preprocessing: crop, resize, normalise. The ONE path used for training and inference.
+//! Frame preprocessing: crop and resize, then normalise. The ONE path used for training and
+//! inference.
 //!
-//! A [`Preprocessor`] is planned once for a source size (filter taps are precomputed) and then
-//! maps each [`GreyImage`] to the network input `[channels, height, width]` (row-major `f32`)
-//! without allocating. The trainer builds its datasets through the same type, so there is no
-//! train/serve skew.
+//! Two public steps, which the runtime and the trainer both call, in this order:
+//!
+//! 1. [`Resize`]: crop a [`GreyImage`] to the ultrasound image and resample it to the network's
+//!    `height x width`, as **pixel scale** `f32` in `[0, 1]` (grey level / 255), one plane
+//!    `[height, width]` row-major. Planned once per source size (filter taps precomputed), it
+//!    then runs without allocating.
+//! 2. [`Normalise`]: pixel scale to network input, `(x - mean) / std` with the pack's
+//!    [`InputSpec`] statistics, the plane repeated over `channels`: `[channels, height, width]`.
+//!
+//! The trainer may work between the two (augmentations are defined on pixel scale) and must
+//! then call the same [`Normalise`]; a frame that goes through both steps unchanged becomes the
+//! same tensor bit for bit on either side. [`Preprocessor`] runs both, as the runtime does.
 //!
 //! Resizing is separable linear interpolation with a triangle filter whose support widens by the
 //! scale factor when shrinking (antialiased, like PIL's `BILINEAR`), so a 350-pixel ultrasound
@@ -64,42 +73,37 @@ impl Taps {
     }
 }
 
-/// Maps frames of one source size to normalised network input.
+/// Step 1: crop and antialiased resize of grey frames of one source size to pixel scale.
 #[derive(Clone, Debug)]
-pub struct Preprocessor {
-    spec: InputSpec,
+pub struct Resize {
     src_width: usize,
     src_height: usize,
     crop: Rect,
+    width: usize,
+    height: usize,
     columns: Taps,
     rows: Taps,
-    /// Horizontal pass result, `[crop.height, spec.width]`.
+    /// Horizontal pass result, `[crop.height, width]`.
     scratch: Vec<f32>,
 }
 
-impl Preprocessor {
-    /// Plans preprocessing of `src_width x src_height` frames into `spec`'s input, reading only
-    /// `crop` of each frame (the whole frame when `None`).
+impl Resize {
+    /// Plans resizing `src_width x src_height` frames to `width x height`, reading only `crop`
+    /// of each frame (the whole frame when `None`).
     pub fn new(
-        spec: &InputSpec,
         src_width: usize,
         src_height: usize,
         crop: Option<Rect>,
+        width: usize,
+        height: usize,
     ) -> Result<Self> {
         ensure!(
             src_width > 0 && src_height > 0,
             "source frame size {src_width}x{src_height} is empty"
         );
         ensure!(
-            spec.width > 0 && spec.height > 0,
-            "network input size {}x{} is empty",
-            spec.width,
-            spec.height
-        );
-        ensure!(
-            spec.std > 0.0 && spec.std.is_finite(),
-            "normalisation std {} must be positive",
-            spec.std
+            width > 0 && height > 0,
+            "network input size {width}x{height} is empty"
         );
         let crop = crop.unwrap_or(Rect {
             x: 0,
@@ -119,28 +123,34 @@ impl Preprocessor {
             crop.y
         );
         Ok(Self {
-            spec: spec.clone(),
             src_width,
             src_height,
             crop,
-            columns: Taps::new(crop.width, spec.width),
-            rows: Taps::new(crop.height, spec.height),
-            scratch: vec![0.0; crop.height * spec.width],
+            width,
+            height,
+            columns: Taps::new(crop.width, width),
+            rows: Taps::new(crop.height, height),
+            scratch: vec![0.0; crop.height * width],
         })
     }
 
-    /// Number of `f32` values one frame becomes: `channels * height * width`.
+    /// Number of `f32` values one frame becomes: `height * width`.
     pub fn output_len(&self) -> usize {
-        self.spec.channels * self.spec.height * self.spec.width
+        self.width * self.height
     }
 
-    /// Source frame size this preprocessor was planned for.
+    /// Source frame size `(width, height)` this step was planned for.
     pub fn source_size(&self) -> (usize, usize) {
         (self.src_width, self.src_height)
     }
 
-    /// Writes the normalised input of `frame` into `out` (`[channels, height, width]`; the grey
-    /// plane is repeated over channels).
+    /// Output size `(width, height)`.
+    pub fn output_size(&self) -> (usize, usize) {
+        (self.width, self.height)
+    }
+
+    /// Writes `frame`, cropped and resized, into `out` (`[height, width]`, pixel scale: each
+    /// value the resampled grey level divided by 255, in `[0, 1]`).
     pub fn run(&mut self, frame: &GreyImage, out: &mut [f32]) -> Result<()> {
         ensure!(
             frame.width == self.src_width && frame.height == self.src_height,
@@ -156,7 +166,7 @@ impl Preprocessor {
             out.len(),
             self.output_len()
         );
-        let (w, h) = (self.spec.width, self.spec.height);
+        let w = self.width;
         // Horizontal pass over the crop's rows: u8 -> f32 in [0, 255].
         for r in 0..self.crop.height {
             let row =
@@ -171,23 +181,145 @@ impl Preprocessor {
                     .sum();
             }
         }
-        // Vertical pass and normalisation.
-        let scale = 1.0 / (255.0 * self.spec.std);
-        let offset = self.spec.mean / self.spec.std;
-        let (plane, rest) = out.split_at_mut(w * h);
-        for (i, dst) in plane.chunks_exact_mut(w).enumerate() {
+        // Vertical pass, then grey levels to pixel scale.
+        for (i, dst) in out.chunks_exact_mut(w).enumerate() {
             dst.fill(0.0);
             let s = self.rows.start[i];
             for (k, &wt) in self.rows.weights[i].iter().enumerate() {
                 let src = &self.scratch[(s + k) * w..(s + k + 1) * w];
                 dst.iter_mut().zip(src).for_each(|(d, &v)| *d += wt * v);
             }
-            dst.iter_mut().for_each(|d| *d = *d * scale - offset);
-        }
-        for channel in rest.chunks_exact_mut(w * h) {
-            channel.copy_from_slice(plane);
+            dst.iter_mut().for_each(|d| *d /= 255.0);
         }
         Ok(())
+    }
+}
+
+/// Step 2: pixel scale to network input, `(x - mean) / std`, repeated over the channels.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Normalise {
+    mean: f32,
+    std: f32,
+    channels: usize,
+}
+
+impl Normalise {
+    /// The normalisation of `spec` (its `mean`, `std` and `channels`).
+    pub fn new(spec: &InputSpec) -> Result<Self> {
+        ensure!(
+            spec.std > 0.0 && spec.std.is_finite(),
+            "normalisation std {} must be positive",
+            spec.std
+        );
+        ensure!(
+            spec.mean.is_finite(),
+            "normalisation mean {} must be finite",
+            spec.mean
+        );
+        ensure!(spec.channels > 0, "the network input has no channel");
+        Ok(Self {
+            mean: spec.mean,
+            std: spec.std,
+            channels: spec.channels,
+        })
+    }
+
+    /// Channels the plane is repeated over.
+    pub fn channels(&self) -> usize {
+        self.channels
+    }
+
+    /// One value: `(x - mean) / std`.
+    #[inline]
+    pub fn value(&self, x: f32) -> f32 {
+        (x - self.mean) / self.std
+    }
+
+    /// Normalises `values` (pixel scale, any shape) in place, without repeating channels.
+    pub fn in_place(&self, values: &mut [f32]) {
+        values.iter_mut().for_each(|v| *v = self.value(*v));
+    }
+
+    /// Writes `plane` (`[height, width]`, pixel scale) normalised into `out` (`[channels,
+    /// height, width]`: the plane repeated over channels).
+    pub fn run(&self, plane: &[f32], out: &mut [f32]) -> Result<()> {
+        ensure!(
+            out.len() == plane.len() * self.channels,
+            "output buffer holds {} values, {} channels of {} needed",
+            out.len(),
+            self.channels,
+            plane.len()
+        );
+        let (first, rest) = out.split_at_mut(plane.len());
+        first
+            .iter_mut()
+            .zip(plane)
+            .for_each(|(o, &x)| *o = self.value(x));
+        for channel in rest.chunks_exact_mut(plane.len()) {
+            channel.copy_from_slice(first);
+        }
+        Ok(())
+    }
+}
+
+/// Both steps, as the runtime runs them: frames of one source size to network input.
+#[derive(Clone, Debug)]
+pub struct Preprocessor {
+    resize: Resize,
+    normalise: Normalise,
+    /// The resized plane, pixel scale.
+    plane: Vec<f32>,
+}
+
+impl Preprocessor {
+    /// Plans preprocessing of `src_width x src_height` frames into `spec`'s input, reading only
+    /// `crop` of each frame (the whole frame when `None`).
+    pub fn new(
+        spec: &InputSpec,
+        src_width: usize,
+        src_height: usize,
+        crop: Option<Rect>,
+    ) -> Result<Self> {
+        let resize = Resize::new(src_width, src_height, crop, spec.width, spec.height)?;
+        let normalise = Normalise::new(spec)?;
+        Ok(Self {
+            plane: vec![0.0; resize.output_len()],
+            resize,
+            normalise,
+        })
+    }
+
+    /// Number of `f32` values one frame becomes: `channels * height * width`.
+    pub fn output_len(&self) -> usize {
+        self.normalise.channels * self.resize.output_len()
+    }
+
+    /// Source frame size this preprocessor was planned for.
+    pub fn source_size(&self) -> (usize, usize) {
+        self.resize.source_size()
+    }
+
+    /// Step 1, as this preprocessor runs it.
+    pub fn resize(&self) -> &Resize {
+        &self.resize
+    }
+
+    /// Step 2, as this preprocessor runs it.
+    pub fn normalise(&self) -> &Normalise {
+        &self.normalise
+    }
+
+    /// Writes the network input of `frame` into `out` (`[channels, height, width]`):
+    /// [`Resize::run`], then [`Normalise::run`].
+    pub fn run(&mut self, frame: &GreyImage, out: &mut [f32]) -> Result<()> {
+        ensure!(
+            out.len() == self.output_len(),
+            "output buffer holds {} values, {} needed",
+            out.len(),
+            self.output_len()
+        );
+        self.resize.run(frame, &mut self.plane)?;
+        self.normalise.run(&self.plane, out)
     }
 }
 
@@ -272,6 +404,32 @@ mod tests {
         let out = run(&mut p, &img);
         assert_eq!(out[..16], out[16..32]);
         assert_eq!(out[..16], out[32..]);
+    }
+
+    #[test]
+    fn the_two_steps_are_the_preprocessor_bit_for_bit() {
+        let img =
+            GreyImage::from_pixels(37, 23, (0..37 * 23).map(|v| (v * 7 % 256) as u8).collect())
+                .unwrap();
+        let s = InputSpec {
+            mean: 0.15,
+            std: 0.21,
+            channels: 2,
+            ..spec(16, 12)
+        };
+        let mut pre = Preprocessor::new(&s, 37, 23, None).unwrap();
+        let whole = run(&mut pre, &img);
+        let mut resize = Resize::new(37, 23, None, 16, 12).unwrap();
+        let mut plane = vec![0.0; resize.output_len()];
+        resize.run(&img, &mut plane).unwrap();
+        assert!(plane.iter().all(|v| (0.0..=1.0).contains(v)));
+        let normalise = Normalise::new(&s).unwrap();
+        let mut steps = vec![0.0; 2 * plane.len()];
+        normalise.run(&plane, &mut steps).unwrap();
+        assert_eq!(whole, steps);
+        normalise.in_place(&mut plane);
+        assert_eq!(plane[..], steps[..plane.len()]);
+        assert!(normalise.run(&plane, &mut [0.0; 3]).is_err());
     }
 
     #[test]

@@ -26,6 +26,15 @@
 //! With the defaults and a clean switch of `p` from 0 to 1, `s_t` passes 0.7 on the 12th new
 //! frame and the decision changes on the 18th (0.7 s at 25 fps): the price of stability.
 //!
+//! # The offline counterpart
+//!
+//! The trainer's clip rules (`pleura-train`, `eval/clip.rs`) score whole recorded clips the same
+//! way: `runN` is the highest threshold that N consecutive frame probabilities all exceed
+//! (Arntfield et al. 2021's longest-run rule), swept over thresholds for the clip ROC. The live
+//! rule here is that run rule applied to the moving average `s_t`, at the fixed bound
+//! `positive_above`, with hysteresis for the way back; both ask a finding to persist over
+//! consecutive frames, so single-frame flickers never decide a clip.
+//!
 //! A frame whose probability is not finite casts no vote (it ends both runs) and is not
 //! averaged.
 //!

@@ -4,9 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use pleura::engine::{
-    Engine, EngineChoice, EngineConfig, EngineKind, Session, TaskMode, TractLayout,
-};
+use pleura::engine::{Engine, EngineChoice, EngineConfig, EngineKind, Session, TractLayout};
 use pleura::pack::Pack;
 use pleura::preprocess::Preprocessor;
 
@@ -36,10 +34,10 @@ fn inputs(pack: &Pack) -> Vec<Vec<f32>> {
 /// Features, every head and every per-task network of `a` and `b` agree within 1e-4.
 fn assert_agree(a: &mut Session, b: &mut Session, inputs: &[Vec<f32>], what: &str) {
     for (k, input) in inputs.iter().enumerate() {
-        let fa = a.features(input).unwrap();
-        let fb = b.features(input).unwrap();
-        let fa = fa.to_plain_array_view::<f32>().unwrap();
-        let fb = fb.to_plain_array_view::<f32>().unwrap();
+        let fa_tensor = a.features(input).unwrap();
+        let fb_tensor = b.features(input).unwrap();
+        let fa = fa_tensor.to_plain_array_view::<f32>().unwrap();
+        let fb = fb_tensor.to_plain_array_view::<f32>().unwrap();
         assert_eq!(fa.shape(), fb.shape(), "{what}");
         let diff = fa
             .iter()
@@ -50,17 +48,18 @@ fn assert_agree(a: &mut Session, b: &mut Session, inputs: &[Vec<f32>], what: &st
             diff <= TOLERANCE,
             "{what}, input {k}: features differ by {diff}"
         );
-        let ra = a.infer(input, TaskMode::AllTasks).unwrap();
-        let rb = b.infer(input, TaskMode::AllTasks).unwrap();
-        for (t, (pa, pb)) in ra.probabilities.iter().zip(&rb.probabilities).enumerate() {
-            let (pa, pb) = (pa.unwrap(), pb.unwrap());
+        for t in 0..3 {
+            let (pa, pb) = (
+                a.head(t, &fa_tensor).unwrap(),
+                b.head(t, &fb_tensor).unwrap(),
+            );
             assert!(
                 (pa - pb).abs() <= TOLERANCE,
                 "{what}, input {k}, head {t}: {pa} vs {pb}"
             );
         }
-        for t in 0..ra.probabilities.len() {
-            let (pa, pb) = (a.serial(t, input).unwrap(), b.serial(t, input).unwrap());
+        for t in 0..3 {
+            let (pa, pb) = (a.network(t, input).unwrap(), b.network(t, input).unwrap());
             assert!(
                 (pa - pb).abs() <= TOLERANCE,
                 "{what}, input {k}, network {t}: {pa} vs {pb}"
@@ -81,10 +80,15 @@ fn tract_channel_last_layout_matches_the_onnx_layout() {
         tract_layout: TractLayout::Nchw,
         ..EngineChoice::default()
     };
-    let a = Engine::with_engine(&pack, true, &config, &nhwc).unwrap();
-    let b = Engine::with_engine(&pack, true, &config, &nchw).unwrap();
+    let networks = pack.load_networks().unwrap();
+    let a = Engine::with_networks(&pack, &networks, &config, &nhwc).unwrap();
+    let b = Engine::with_networks(&pack, &networks, &config, &nchw).unwrap();
     assert_eq!(a.kind(), EngineKind::Tract);
     assert_eq!(a.description(), "tract 0.23.9");
+    assert_eq!(
+        (a.plan().layout, b.plan().layout),
+        (Some("nhwc"), Some("nchw"))
+    );
     let (mut sa, mut sb) = (a.session().unwrap(), b.session().unwrap());
     assert_agree(&mut sa, &mut sb, &inputs(&pack), "tract nhwc vs nchw");
 }
@@ -102,7 +106,7 @@ fn engine_names_parse() {
 fn the_lean_build_refuses_the_ort_engine_clearly() {
     let pack = Pack::load(default_pack()).unwrap();
     let choice = EngineChoice::new(EngineKind::Ort, None);
-    let err = Engine::with_engine(&pack, false, &EngineConfig::default(), &choice).unwrap_err();
+    let err = Engine::with_engine(&pack, &EngineConfig::default(), &choice).unwrap_err();
     let err = format!("{err:#}");
     assert!(err.contains("feature `ort`"), "{err}");
 }
@@ -152,14 +156,16 @@ fn ort_engine_matches_tract_on_the_default_pack() {
     let choice = EngineChoice::new(EngineKind::Ort, Some(lib.clone()));
     for threads in [1, 2] {
         let config = EngineConfig { threads };
-        let ort = Engine::with_engine(&pack, true, &config, &choice).unwrap();
+        let networks = pack.load_networks().unwrap();
+        let ort = Engine::with_networks(&pack, &networks, &config, &choice).unwrap();
         assert_eq!(ort.kind(), EngineKind::Ort);
         assert!(
             ort.description().starts_with("onnxruntime 1."),
             "{}",
             ort.description()
         );
-        let tract = Engine::with_engine(&pack, true, &config, &EngineChoice::default()).unwrap();
+        let tract =
+            Engine::with_networks(&pack, &networks, &config, &EngineChoice::default()).unwrap();
         let (mut so, mut st) = (ort.session().unwrap(), tract.session().unwrap());
         assert_agree(
             &mut so,
@@ -173,7 +179,7 @@ fn ort_engine_matches_tract_on_the_default_pack() {
     let other = copy.path().join("libonnxruntime.so.1.99.0");
     std::fs::copy(&lib, &other).unwrap();
     let choice = EngineChoice::new(EngineKind::Ort, Some(other.clone()));
-    let err = Engine::with_engine(&pack, false, &EngineConfig::default(), &choice).unwrap_err();
+    let err = Engine::with_engine(&pack, &EngineConfig::default(), &choice).unwrap_err();
     let err = format!("{err:#}");
     assert!(
         err.contains("already loaded") && err.contains("1.99.0"),
@@ -190,7 +196,7 @@ fn a_missing_or_broken_ort_library_is_a_clear_error() {
     let choice = EngineChoice::new(EngineKind::Ort, Some(missing));
     let err = format!(
         "{:#}",
-        Engine::with_engine(&pack, false, &config, &choice).unwrap_err()
+        Engine::with_engine(&pack, &config, &choice).unwrap_err()
     );
     assert!(
         err.contains("/nonexistent/libonnxruntime.so.1.32.0")
@@ -205,7 +211,7 @@ fn a_missing_or_broken_ort_library_is_a_clear_error() {
     let choice = EngineChoice::new(EngineKind::Ort, Some(broken.clone()));
     let err = format!(
         "{:#}",
-        Engine::with_engine(&pack, false, &config, &choice).unwrap_err()
+        Engine::with_engine(&pack, &config, &choice).unwrap_err()
     );
     // Unless another test of this process loaded a real library first, dlopen refuses it.
     assert!(err.contains(broken.to_str().unwrap()), "{err}");

@@ -5,8 +5,10 @@ mod util;
 
 #[path = "cases/capture.rs"]
 mod capture;
+#[path = "cases/doctor.rs"]
+mod doctor;
 
-use pleura::engine::{Engine, TaskMode};
+use pleura::engine::Engine;
 use pleura::pack::Pack;
 use util::{default_pack, edit_manifest, pack_copy, pleura, stderr};
 
@@ -66,25 +68,118 @@ fn run_prints_one_json_record_per_frame() {
 }
 
 #[test]
-fn all_tasks_mode_runs_every_head() {
+fn a_session_runs_the_backbone_and_any_head() {
     let pack = Pack::load(default_pack()).unwrap();
-    let engine = Engine::new(&pack, false).unwrap();
+    let engine = Engine::new(&pack).unwrap();
+    assert_eq!((engine.heads(), engine.networks()), (3, 0));
     let mut session = engine.session().unwrap();
     let input = vec![0.1f32; engine.input_len()];
-    let result = session.infer(&input, TaskMode::AllTasks).unwrap();
-    assert!(result.probabilities.iter().all(Option::is_some));
+    let features = session.features(&input).unwrap();
+    for i in 0..pack.tasks.len() {
+        let p = session.head(i, &features).unwrap();
+        assert!((0.0..=1.0).contains(&p), "{p}");
+    }
     let wrong = vec![0.0f32; engine.input_len() - 1];
-    assert!(session.infer(&wrong, TaskMode::AllTasks).is_err());
+    assert!(session.features(&wrong).is_err());
+    assert!(session.head(3, &features).is_err());
+    // Whole networks are planned only when the caller brings them (the benchmark).
+    let err = format!("{:#}", session.network(0, &input).unwrap_err());
+    assert!(err.contains("0 networks"), "{err}");
 }
 
+/// Issue 15: every head of the default pack (built by the same recipe as `make demo`) separates
+/// its classes on 96 phantom clips it never saw (another cohort seed), frame by frame. The old
+/// recipe's lines head scored 0.48 here and its effusion head 0.59; on the first 48 clips of
+/// that cohort the new lines head scores only 0.77: docs/phantom-heads.md has the spread.
 #[test]
-fn an_engine_asked_for_released_networks_is_an_error() {
-    let mut pack = Pack::load(default_pack()).unwrap();
-    pack.release_serial_networks();
-    let err = format!("{:#}", Engine::new(&pack, true).err().unwrap());
-    assert!(err.contains("per-task networks were released"), "{err}");
-    // The live path (no per-task networks) still builds.
-    assert!(Engine::new(&pack, false).is_ok());
+fn issue_15_default_pack_heads_score_on_an_unseen_phantom_cohort() {
+    use pleura::phantom::{cohort, Clip};
+    use pleura::preprocess::Preprocessor;
+
+    let pack = Pack::load(default_pack()).unwrap();
+    let engine = Engine::new(&pack).unwrap();
+    let mut session = engine.session().unwrap();
+    let side = 256;
+    let mut pre = Preprocessor::new(&pack.manifest.input, side, side, None).unwrap();
+    let mut input = vec![0.0f32; pre.output_len()];
+    // Per task: (probability, positive) of every labelled frame.
+    let mut scored: Vec<Vec<(f32, bool)>> = vec![Vec::new(); pack.tasks.len()];
+    for c in cohort(96, 7) {
+        let mut clip = Clip::new(c.params, side, side).unwrap();
+        let truth = pleura::tasks::phantom(&clip.labels(), &pack.tasks);
+        let classes = pack.tasks.classes_of(&truth);
+        for t in (0..12).step_by(2) {
+            pre.run(&clip.frame(t), &mut input).unwrap();
+            let features = session.features(&input).unwrap();
+            for (i, class) in classes.iter().enumerate() {
+                if let Some(class) = class {
+                    scored[i].push((session.head(i, &features).unwrap(), *class == 1));
+                }
+            }
+        }
+    }
+    for (task, frames) in pack.tasks.iter().zip(&scored) {
+        let auc = roc_auc(frames).unwrap_or_else(|| panic!("{}: one class only", task.name));
+        eprintln!("{}: AUC {auc:.3} ({} frames)", task.name, frames.len());
+        assert!(
+            auc >= 0.9,
+            "{}: AUC {auc:.3} on an unseen phantom cohort",
+            task.name
+        );
+    }
+}
+
+/// Mann-Whitney AUC of `(score, positive)` pairs (ties count half); `None` with one class.
+fn roc_auc(scored: &[(f32, bool)]) -> Option<f64> {
+    let pos: Vec<f32> = scored.iter().filter(|s| s.1).map(|s| s.0).collect();
+    let neg: Vec<f32> = scored.iter().filter(|s| !s.1).map(|s| s.0).collect();
+    if pos.is_empty() || neg.is_empty() {
+        return None;
+    }
+    let wins: f64 = pos
+        .iter()
+        .flat_map(|p| neg.iter().map(move |n| (p, n)))
+        .map(|(p, n)| match p.partial_cmp(n) {
+            Some(std::cmp::Ordering::Greater) => 1.0,
+            Some(std::cmp::Ordering::Equal) => 0.5,
+            _ => 0.0,
+        })
+        .sum();
+    Some(wins / (pos.len() * neg.len()) as f64)
+}
+
+/// Issue 16: the per-task networks are the benchmark's; `Pack::load` leaves them on disk and
+/// `Pack::load_networks` verifies them when asked.
+#[test]
+fn the_per_task_networks_are_read_only_when_asked() {
+    let (_tmp, dir) = pack_copy();
+    let net = dir.join("networks/effusion.onnx");
+    let mut bytes = std::fs::read(&net).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&net, bytes).unwrap();
+    let pack = Pack::load(&dir).unwrap();
+    assert_eq!(pack.model_files(), 10);
+    assert!(Engine::new(&pack).is_ok());
+    let err = format!("{:#}", pack.load_networks().unwrap_err());
+    assert!(
+        err.contains("tasks[2].serial_network.sha256") && err.contains("effusion.onnx"),
+        "{err}"
+    );
+    let out = pleura(&["info", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("serial_network"), "{}", stderr(&out));
+
+    let pack = Pack::load(default_pack()).unwrap();
+    let networks = pack.load_networks().unwrap();
+    let config = pleura::engine::EngineConfig::default();
+    let choice = pleura::engine::EngineChoice::default();
+    let engine = Engine::with_networks(&pack, &networks, &config, &choice).unwrap();
+    let mut session = engine.session().unwrap();
+    let p = session
+        .network(2, &vec![0.1f32; engine.input_len()])
+        .unwrap();
+    assert!((0.0..=1.0).contains(&p), "{p}");
 }
 
 #[test]
@@ -188,73 +283,6 @@ fn missing_pack_and_bad_source_exit_with_status_2_and_a_message() {
 }
 
 #[test]
-fn bench_on_a_few_frames_reports_finite_savings_and_writes_its_files() {
-    let pack = Pack::load(default_pack()).unwrap();
-    let config = pleura::bench::BenchConfig {
-        frames: 6,
-        warmup: 1,
-        phantom_size: 64,
-        clip_frames: 2,
-        ..Default::default()
-    };
-    let mut run = pleura::bench::run(&pack, &default_pack(), &config).unwrap();
-    for saving in [run.report.saving_hierarchy, run.report.saving_all_tasks] {
-        assert!(
-            saving.is_finite() && saving > -1.0 && saving < 1.0,
-            "{saving}"
-        );
-    }
-    // The hierarchy runs the view network and exactly one other; all-tasks mode runs three.
-    assert!((run.report.hierarchy.networks_per_frame - 2.0).abs() < 1e-12);
-    assert!((run.report.all_tasks.networks_per_frame - 3.0).abs() < 1e-12);
-
-    let dir = tempfile::tempdir().unwrap();
-    let json_path = run.write(&dir.path().join("bench")).unwrap();
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
-    for key in [
-        "saving_hierarchy",
-        "saving_all_tasks",
-        "limit_hierarchy",
-        "limit_all_tasks",
-        "stage_medians_ms",
-        "p99_ms",
-        "engine",
-        "threads",
-        "cpu",
-        "versions",
-        "frames",
-        "hierarchy",
-        "all_tasks",
-    ] {
-        assert!(!json[key].is_null(), "bench.json lacks `{key}`: {json}");
-    }
-    assert_eq!(json["engine"], "tract 0.23.9");
-    assert_eq!(json["threads"], 1);
-    assert_eq!(json["frames"], 6);
-    for stage in ["backbone", "head.view", "network.view", "network.effusion"] {
-        assert!(
-            json["stage_medians_ms"][stage].as_f64().unwrap() > 0.0,
-            "{stage}"
-        );
-    }
-    assert!(json["p99_ms"]["hierarchy.serial"].as_f64().unwrap() > 0.0);
-    assert!(json["files"]["caption"]
-        .as_str()
-        .unwrap()
-        .contains("latency.csv"));
-
-    let csv = std::fs::read_to_string(dir.path().join("bench/latency.csv")).unwrap();
-    assert_eq!(csv.lines().count(), 1 + 2 * 2 * 6);
-    assert!(
-        csv.starts_with("frame,mode,path,ran_first,total_ms"),
-        "{csv}"
-    );
-    let png = pleura::image::read_png(&dir.path().join("bench/latency_histogram.png")).unwrap();
-    assert!(png.width > 100 && png.height > 100);
-}
-
-#[test]
 fn bench_cli_wants_300_frames_and_threads_give_the_same_probabilities() {
     let out = pleura(&["bench", "--frames", "10"]);
     assert_eq!(out.status.code(), Some(2));
@@ -267,15 +295,17 @@ fn bench_cli_wants_300_frames_and_threads_give_the_same_probabilities() {
     let mut results = Vec::new();
     for threads in [1, 2] {
         let config = pleura::engine::EngineConfig { threads };
-        let engine = Engine::with_config(&pack, false, &config).unwrap();
+        let engine = Engine::with_config(&pack, &config).unwrap();
         assert_eq!(engine.threads(), threads);
         let mut session = engine.session().unwrap();
-        let r = session.infer(&input, TaskMode::AllTasks).unwrap();
-        assert!(session.last_head_times().iter().all(Option::is_some));
-        results.push(r.probabilities);
+        let features = session.features(&input).unwrap();
+        let p: Vec<f32> = (0..3)
+            .map(|i| session.head(i, &features).unwrap())
+            .collect();
+        results.push(p);
     }
     for (a, b) in results[0].iter().zip(&results[1]) {
-        assert!((a.unwrap() - b.unwrap()).abs() < 1e-5, "{a:?} vs {b:?}");
+        assert!((a - b).abs() < 1e-5, "{a:?} vs {b:?}");
     }
 }
 
@@ -297,7 +327,7 @@ mod live {
 
     fn engine() -> (Pack, Engine) {
         let pack = Pack::load(default_pack()).unwrap();
-        let engine = Engine::new(&pack, false).unwrap();
+        let engine = Engine::new(&pack).unwrap();
         (pack, engine)
     }
 
@@ -390,6 +420,49 @@ mod live {
         );
     }
 
+    /// Issue 16: truth is matched to the pack's tasks by name; a task the source's truth does
+    /// not name gets no agreement figures, and the summary says so.
+    #[test]
+    fn a_task_the_truth_does_not_name_is_reported_without_agreement() {
+        let (tmp, dir) = pack_copy();
+        edit_manifest(&dir, |m| m["tasks"][2]["name"] = "fluid".into());
+        let summary = tmp.path().join("summary.json");
+        let out = pleura(&[
+            "run",
+            "--pack",
+            dir.to_str().unwrap(),
+            "--frames",
+            "16",
+            "--phantom-size",
+            "64",
+            "--clip-frames",
+            "2",
+            "--all-tasks",
+            "--summary",
+            summary.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains("fluid: no agreement figures: the source's ground truth has no class"),
+            "{err}"
+        );
+        assert!(err.contains("view: per frame"), "{err}");
+        let summary: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+        assert_eq!(summary["truth_frames"], 16);
+        assert_eq!(summary["agreement"][0][1]["truth_frames"], 16);
+        assert_eq!(summary["agreement"][2][0], "fluid");
+        assert_eq!(summary["agreement"][2][1]["truth_frames"], 0);
+        assert_eq!(summary["plan"]["engine"], "tract 0.23.9");
+        assert_eq!(summary["plan"]["threads"], 1);
+        let records = json_lines(&out.stdout);
+        assert_eq!(records.len(), 16);
+        // Truth is by task and class name.
+        let truth = records[0]["truth"].as_object().unwrap();
+        assert!(truth["view"] == "parenchymal" || truth["view"] == "pleural");
+    }
+
     #[test]
     fn a_slow_consumer_drops_old_frames_and_latency_stays_bounded() {
         let (pack, engine) = engine();
@@ -400,8 +473,7 @@ mod live {
             per_line: Duration::from_millis(15),
         };
         let options = RunOptions::default();
-        let outcome =
-            pipeline::run(source, &engine, &options, &pack.manifest.input, &mut out).unwrap();
+        let outcome = pipeline::run(source, &pack, &engine, &options, &mut out).unwrap();
         assert!(outcome.error.is_none());
         let s = outcome.summary;
         assert_eq!(s.end, RunEnd::SourceEnded);
@@ -445,14 +517,8 @@ mod live {
             next: 0,
         };
         let mut out = Vec::new();
-        let outcome = pipeline::run(
-            source,
-            &engine,
-            &RunOptions::default(),
-            &pack.manifest.input,
-            &mut out,
-        )
-        .unwrap();
+        let outcome =
+            pipeline::run(source, &pack, &engine, &RunOptions::default(), &mut out).unwrap();
         assert!(outcome.error.is_none());
         let s = outcome.summary;
         assert_eq!((s.frames, s.bad_frames, s.captured), (3, 2, 5));
@@ -475,8 +541,7 @@ mod live {
         };
         let mut out = Vec::new();
         let options = RunOptions::default();
-        let outcome =
-            pipeline::run(source, &engine, &options, &pack.manifest.input, &mut out).unwrap();
+        let outcome = pipeline::run(source, &pack, &engine, &options, &mut out).unwrap();
         let err = format!("{:#}", outcome.error.expect("an error"));
         assert!(
             err.contains("scripted") && err.contains("device unplugged"),

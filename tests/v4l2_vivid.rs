@@ -9,10 +9,10 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use pleura::capture::config::CaptureConfig;
 use pleura::capture::pixfmt::{to_grey, PixelFormat};
 use pleura::capture::raw::{Converted, RawSource};
 use pleura::capture::recording::{Recorder, Replay, Timing};
-use pleura::capture::spec::CaptureConfig;
 use pleura::capture::v4l2::V4l2Source;
 use pleura::capture::{BadFrame, FrameSource};
 use pleura::image::GreyImage;

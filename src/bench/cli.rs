@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use anyhow::{ensure, Context, Result};
 
 use super::{BenchConfig, MIN_FRAMES};
-use crate::engine::{EngineChoice, EngineKind, MULTITHREAD_AVAILABLE};
-use crate::pack::{Pack, Quantization};
+use pleura::engine::{EngineChoice, EngineKind, MULTITHREAD_AVAILABLE};
+use pleura::pack::{Pack, Quantization};
 
 /// The engines benchmark's server (`--engines-serve`); the module lives next to this file.
 #[path = "engines.rs"]

@@ -35,10 +35,10 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::ops::OpState;
 use tract_onnx::tract_core::plan::EvalContext;
 
-use crate::engine::{
+use pleura::engine::{
     tract_plan_for, Engine, EngineChoice, EngineConfig, EngineKind, Session, TractLayout,
 };
-use crate::pack::Pack;
+use pleura::pack::Pack;
 
 /// The deterministic input every engine of the benchmark runs (the Python driver computes the
 /// same values): `((i * 7919 + 13) mod 256) / 127.5 - 1`, in float64 then rounded to float32.
@@ -141,9 +141,8 @@ pub fn serve(pack_dir: &Path, ort_lib: Option<PathBuf>) -> Result<()> {
         let choice = choice(name, ort_lib.as_deref())?;
         for &size in &setup.sizes {
             for &threads in &setup.threads {
-                let engine =
-                    Engine::with_engine(&packs[&size], false, &EngineConfig { threads }, &choice)
-                        .with_context(|| {
+                let engine = Engine::with_engine(&packs[&size], &EngineConfig { threads }, &choice)
+                    .with_context(|| {
                         format!("building {name} at {size}x{size}, {threads} threads")
                     })?;
                 described.insert(name.clone(), engine.description().to_string());

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::engine::{MULTITHREAD_AVAILABLE, POOL_THREAD_NAME};
+use pleura::engine::{MULTITHREAD_AVAILABLE, POOL_THREAD_NAME};
 
 /// CPU use of the process during the timed loop.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]

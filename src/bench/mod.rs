@@ -3,9 +3,10 @@
 //!
 //! Over the same phantom frames, preprocessed once before any timing, each frame runs
 //!
-//! - **hierarchy mode**: the shared path ([`Session::infer`]: backbone once, the view head, then
-//!   the head the view selects) against serial execution (the fine-tuned view network, then the
-//!   one network its decision selects);
+//! - **hierarchy mode**: the shared path (backbone once, the view head, then the head the view
+//!   selects) against serial execution (the fine-tuned view network, then the one network its
+//!   decision selects). Both gate through [`TaskSet::runs`] on their own raw per-frame
+//!   decisions (why raw: [`pleura::tasks`]);
 //! - **all-tasks mode**: the shared path with every head against all networks one after another.
 //!
 //! The two paths of a mode run back to back on the same frame, and which goes first alternates
@@ -19,6 +20,9 @@
 //! and the rest of the shared path (input tensor, feature copies, gating), as fractions of the
 //! serial median. [`report`] summarises, [`machine`] describes the CPU, its load and what tract
 //! did with its threads, [`plot`] writes the histogram and raw CSV.
+//!
+//! The per-task networks are the benchmark's own: it reads them with [`Pack::load_networks`]
+//! and plans them with [`Engine::with_networks`]; the live path never loads them.
 
 pub mod cli;
 pub mod machine;
@@ -30,15 +34,15 @@ use std::time::Instant;
 
 use anyhow::{ensure, Context, Result};
 
-use crate::capture::phantom::PhantomSource;
-use crate::capture::FrameSource;
-use crate::engine::{Engine, EngineChoice, EngineConfig, Session, Task, TaskMode};
-use crate::pack::Pack;
-use crate::phantom::{Labels, View};
-use crate::preprocess::Preprocessor;
+use pleura::capture::phantom::PhantomSource;
+use pleura::capture::FrameSource;
+use pleura::engine::{Engine, EngineChoice, EngineConfig, Session};
+use pleura::pack::Pack;
+use pleura::preprocess::Preprocessor;
+use pleura::tasks::{TaskMode, TaskSet};
 
 use machine::{cpu_times, load_average};
-pub use report::{BenchReport, ModeReport, Stats};
+pub use report::{BenchReport, Stats};
 
 /// The bar: at least this many timed frames per mode for published figures.
 pub const MIN_FRAMES: usize = 300;
@@ -130,18 +134,20 @@ pub struct BenchRun {
     pub all_tasks: ModeSamples,
 }
 
-/// Runs the benchmark on `pack` (its serial networks are optimised too).
+/// Runs the benchmark on `pack`, whose per-task networks it reads and optimises too.
 pub fn run(pack: &Pack, pack_path: &Path, config: &BenchConfig) -> Result<BenchRun> {
     ensure!(config.frames >= 1, "the benchmark needs at least one frame");
-    let engine = Engine::with_engine(
+    let networks = pack.load_networks()?;
+    let engine = Engine::with_networks(
         pack,
-        true,
+        &networks,
         &EngineConfig {
             threads: config.threads,
         },
         &config.engine,
     )?;
-    let tasks = engine.tasks();
+    drop(networks);
+    let tasks = &pack.tasks;
     let inputs = phantom_inputs(pack, tasks, config)?;
     let mut session = engine.session()?;
     let names: Vec<String> = tasks.iter().map(|t| t.name.clone()).collect();
@@ -215,7 +221,7 @@ impl BenchRun {
         });
         let json = dir.join("bench.json");
         let text = serde_json::to_string_pretty(&self.report)?;
-        crate::fsutil::write_atomic(&json, text.as_bytes())?;
+        pleura::fsutil::write_atomic(&json, text.as_bytes())?;
         Ok(json)
     }
 }
@@ -228,7 +234,7 @@ fn thread_check(
     inputs: &[Input],
     frames: usize,
 ) -> Result<machine::ThreadCheck> {
-    let reference = Engine::with_config(pack, false, &EngineConfig::default())?;
+    let reference = Engine::with_config(pack, &EngineConfig::default())?;
     let mut one = reference.session()?;
     let (mut many_ms, mut one_ms) = (Vec::new(), Vec::new());
     for k in 0..frames {
@@ -258,18 +264,9 @@ struct Input {
     truth: Vec<Option<usize>>,
 }
 
-/// Class index the phantom's labels give a task of the standard hierarchy.
-fn truth_class(labels: &Labels, task: &str) -> Option<usize> {
-    match task {
-        "view" => Some(usize::from(labels.view == View::Pleural)),
-        "lines" => labels.b_lines.map(usize::from),
-        "effusion" => labels.effusion.map(usize::from),
-        _ => None,
-    }
-}
-
-/// The phantom frames, preprocessed into network input once, before any timing.
-fn phantom_inputs(pack: &Pack, tasks: &[Task], config: &BenchConfig) -> Result<Vec<Input>> {
+/// The phantom frames, preprocessed into network input once, before any timing, with their
+/// truth resolved against the pack's tasks (`None` for a task the phantom knows nothing of).
+fn phantom_inputs(pack: &Pack, tasks: &TaskSet, config: &BenchConfig) -> Result<Vec<Input>> {
     let size = config.phantom_size;
     let distinct = config.frames.min(MAX_DISTINCT_FRAMES);
     let mut source =
@@ -280,10 +277,10 @@ fn phantom_inputs(pack: &Pack, tasks: &[Task], config: &BenchConfig) -> Result<V
         let mut values = vec![0.0f32; pre.output_len()];
         pre.run(&frame.image, &mut values)
             .with_context(|| format!("preprocessing phantom frame {}", frame.seq))?;
-        let truth = tasks
-            .iter()
-            .map(|t| frame.truth.as_ref().and_then(|l| truth_class(l, &t.name)))
-            .collect();
+        let truth = match &frame.truth {
+            Some(truth) => tasks.classes_of(truth),
+            None => vec![None; tasks.len()],
+        };
         inputs.push(Input { values, truth });
     }
     Ok(inputs)
@@ -293,7 +290,7 @@ fn phantom_inputs(pack: &Pack, tasks: &[Task], config: &BenchConfig) -> Result<V
 /// even frames.
 fn both_modes(
     session: &mut Session,
-    tasks: &[Task],
+    tasks: &TaskSet,
     input: &Input,
     k: usize,
     hierarchy: &mut ModeSamples,
@@ -306,11 +303,11 @@ fn both_modes(
     ] {
         let values = &input.values;
         if shared_first {
-            shared_path(session, values, mode, samples)?;
+            shared_path(session, tasks, values, mode, samples)?;
             serial_path(session, tasks, values, mode, samples)?;
         } else {
             serial_path(session, tasks, values, mode, samples)?;
-            shared_path(session, values, mode, samples)?;
+            shared_path(session, tasks, values, mode, samples)?;
         }
         samples.shared_first.push(shared_first);
         for (log, t) in samples.truth.iter_mut().zip(&input.truth) {
@@ -320,22 +317,39 @@ fn both_modes(
     Ok(())
 }
 
+/// The shared path: the backbone once, then each head [`TaskSet::runs`] allows on the heads'
+/// own per-frame decisions.
 fn shared_path(
     session: &mut Session,
+    tasks: &TaskSet,
     input: &[f32],
     mode: TaskMode,
     samples: &mut ModeSamples,
 ) -> Result<()> {
     let start = Instant::now();
-    let result = session.infer(input, mode)?;
-    samples.shared.push(ms(start));
-    samples.backbone.push(result.backbone.as_secs_f64() * 1e3);
-    samples.heads.push(result.heads.as_secs_f64() * 1e3);
-    for (log, t) in samples.head.iter_mut().zip(session.last_head_times()) {
-        log.push(t.map(|d| d.as_secs_f64() * 1e3));
+    let features = session.features(input)?;
+    let backbone = ms(start);
+    let heads_start = Instant::now();
+    // Allocated per frame, as the live loop's records are.
+    let mut decisions: Vec<Option<usize>> = vec![None; tasks.len()];
+    let mut times: Vec<Option<f64>> = vec![None; tasks.len()];
+    for (i, task) in tasks.iter().enumerate() {
+        if tasks.runs(mode, i, &decisions) {
+            let t = Instant::now();
+            let p = session.head(i, &features)?;
+            times[i] = Some(ms(t));
+            decisions[i] = Some(task.decide(p));
+        }
     }
-    for (i, log) in samples.shared_class.iter_mut().enumerate() {
-        log.push(result.decision(i));
+    let heads = ms(heads_start);
+    samples.shared.push(ms(start));
+    samples.backbone.push(backbone);
+    samples.heads.push(heads);
+    for (log, t) in samples.head.iter_mut().zip(times) {
+        log.push(t);
+    }
+    for (log, d) in samples.shared_class.iter_mut().zip(decisions) {
+        log.push(d);
     }
     Ok(())
 }
@@ -344,25 +358,20 @@ fn shared_path(
 /// serial view network's own decision in hierarchy mode).
 fn serial_path(
     session: &mut Session,
-    tasks: &[Task],
+    tasks: &TaskSet,
     input: &[f32],
     mode: TaskMode,
     samples: &mut ModeSamples,
 ) -> Result<()> {
     let start = Instant::now();
-    // Allocated per frame, as `Session::infer` does for its own decisions.
     let mut decisions: Vec<Option<usize>> = vec![None; tasks.len()];
     for (i, task) in tasks.iter().enumerate() {
-        let enabled = match (mode, task.gate) {
-            (TaskMode::AllTasks, _) | (_, None) => true,
-            (TaskMode::Hierarchy, Some((parent, class))) => decisions[parent] == Some(class),
-        };
         let mut time = None;
-        if enabled {
+        if tasks.runs(mode, i, &decisions) {
             let t = Instant::now();
-            let p = session.serial(i, input)?;
+            let p = session.network(i, input)?;
             time = Some(ms(t));
-            decisions[i] = Some(usize::from(p >= 0.5));
+            decisions[i] = Some(task.decide(p));
         }
         samples.network[i].push(time);
     }
@@ -375,4 +384,82 @@ fn serial_path(
 
 fn ms(start: Instant) -> f64 {
     start.elapsed().as_secs_f64() * 1e3
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    fn default_pack() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("models/default")
+    }
+
+    #[test]
+    fn bench_on_a_few_frames_reports_finite_savings_and_writes_its_files() {
+        let pack = Pack::load(default_pack()).unwrap();
+        let config = BenchConfig {
+            frames: 6,
+            warmup: 1,
+            phantom_size: 64,
+            clip_frames: 2,
+            ..Default::default()
+        };
+        let mut bench = run(&pack, &default_pack(), &config).unwrap();
+        for saving in [bench.report.saving_hierarchy, bench.report.saving_all_tasks] {
+            assert!(
+                saving.is_finite() && saving > -1.0 && saving < 1.0,
+                "{saving}"
+            );
+        }
+        // The hierarchy runs the view network and exactly one other; all-tasks mode runs three.
+        assert!((bench.report.hierarchy.networks_per_frame - 2.0).abs() < 1e-12);
+        assert!((bench.report.all_tasks.networks_per_frame - 3.0).abs() < 1e-12);
+
+        let dir = tempfile::tempdir().unwrap();
+        let json_path = bench.write(&dir.path().join("bench")).unwrap();
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+        for key in [
+            "saving_hierarchy",
+            "saving_all_tasks",
+            "limit_hierarchy",
+            "limit_all_tasks",
+            "stage_medians_ms",
+            "p99_ms",
+            "engine",
+            "threads",
+            "cpu",
+            "versions",
+            "frames",
+            "hierarchy",
+            "all_tasks",
+        ] {
+            assert!(!json[key].is_null(), "bench.json lacks `{key}`: {json}");
+        }
+        assert_eq!(json["engine"], "tract 0.23.9");
+        assert_eq!(json["threads"], 1);
+        assert_eq!(json["frames"], 6);
+        for stage in ["backbone", "head.view", "network.view", "network.effusion"] {
+            assert!(
+                json["stage_medians_ms"][stage].as_f64().unwrap() > 0.0,
+                "{stage}"
+            );
+        }
+        assert!(json["p99_ms"]["hierarchy.serial"].as_f64().unwrap() > 0.0);
+        assert!(json["files"]["caption"]
+            .as_str()
+            .unwrap()
+            .contains("latency.csv"));
+
+        let csv = std::fs::read_to_string(dir.path().join("bench/latency.csv")).unwrap();
+        assert_eq!(csv.lines().count(), 1 + 2 * 2 * 6);
+        assert!(
+            csv.starts_with("frame,mode,path,ran_first,total_ms"),
+            "{csv}"
+        );
+        let png = pleura::image::read_png(&dir.path().join("bench/latency_histogram.png")).unwrap();
+        assert!(png.width > 100 && png.height > 100);
+    }
 }

@@ -79,7 +79,7 @@ pub fn write_csv(run: &BenchRun, path: &Path) -> Result<()> {
             s.push('\n');
         }
     }
-    crate::fsutil::write_atomic(path, s.as_bytes())
+    pleura::fsutil::write_atomic(path, s.as_bytes())
         .with_context(|| format!("writing {}", path.display()))
 }
 
@@ -101,7 +101,7 @@ pub fn write_histogram(run: &BenchRun, path: &Path) -> Result<Axis> {
         let mut writer = encoder.write_header()?;
         writer.write_image_data(&canvas.pixels)?;
     }
-    crate::fsutil::write_atomic(path, &bytes)
+    pleura::fsutil::write_atomic(path, &bytes)
         .with_context(|| format!("writing PNG {}", path.display()))?;
     Ok(axis)
 }
@@ -111,7 +111,7 @@ fn axis_for(run: &BenchRun) -> Axis {
     let p99 = |v: &[f64]| {
         let mut v = v.to_vec();
         v.sort_by(f64::total_cmp);
-        crate::latency::percentile(&v, 0.99)
+        pleura::latency::percentile(&v, 0.99)
     };
     let top = [&run.hierarchy, &run.all_tasks]
         .iter()

@@ -9,9 +9,9 @@ use serde::Serialize;
 
 use super::machine::{cpu_model, threading, CpuUse, ThreadCheck, Threading};
 use super::{BenchConfig, ModeSamples};
-use crate::engine::Engine;
-use crate::latency::percentile;
-use crate::pack::{Pack, FORMAT_VERSION};
+use pleura::engine::{Engine, PlanInfo};
+use pleura::latency::percentile;
+use pleura::pack::{Pack, FORMAT_VERSION};
 
 /// The tract version `Cargo.toml` pins (`=0.23.9`).
 pub const TRACT_VERSION: &str = "0.23.9";
@@ -67,6 +67,9 @@ pub struct Rest {
 pub struct Decisions {
     /// Frames where both paths ran the task.
     pub both_ran: usize,
+    /// Frames whose phantom truth gives this task a class (0: the phantom knows no such task,
+    /// and the `*_correct` fields are NaN).
+    pub truth_frames: usize,
     /// Of those, the fraction where both decided the same class.
     pub agree: f64,
     /// Fraction of the shared path's decisions that match the phantom's truth.
@@ -93,6 +96,7 @@ impl Decisions {
         };
         Decisions {
             both_ran: both.len(),
+            truth_frames: truth.iter().flatten().count(),
             agree: frac(both.iter().filter(|(a, b)| a == b).count(), both.len()),
             shared_correct: correct(shared),
             serial_correct: correct(serial),
@@ -169,6 +173,8 @@ pub struct Files {
 pub struct BenchReport {
     /// Inference engine and version.
     pub engine: String,
+    /// The plans timed: engine, tract layout, kernels, threads, head forms.
+    pub plan: PlanInfo,
     /// Threads tract was allowed (see `threading`).
     pub threads: usize,
     /// How tract used them.
@@ -303,6 +309,7 @@ pub(super) fn summarise(
     versions.insert("engine".to_string(), ctx.engine.description().to_string());
     BenchReport {
         engine: ctx.engine.description().to_string(),
+        plan: ctx.engine.plan().clone(),
         threads: ctx.engine.threads(),
         threading: threading(ctx.engine.threads(), ctx.cpu, ctx.thread_check),
         cpu: cpu_model(),
@@ -348,7 +355,7 @@ impl BenchReport {
         let load = |l: Option<f64>| l.map_or("?".into(), |l| format!("{l:.2}"));
         let _ = writeln!(
             s,
-            "pleura bench: {} ({}), {} frames + {} warm-up per mode, {} thread(s), {}\n\
+            "pleura bench: {} ({}), {} frames + {} warm-up per mode, {} thread(s), {}{}\n\
              cpu: {} ({} logical CPUs), load average {} -> {}{}",
             self.pack.path,
             self.pack.architecture,
@@ -356,6 +363,9 @@ impl BenchReport {
             self.warmup,
             self.threads,
             self.engine,
+            self.plan
+                .layout
+                .map_or(String::new(), |l| format!(" ({l})")),
             self.cpu,
             self.logical_cpus,
             load(self.load_average[0]),
@@ -412,13 +422,20 @@ impl BenchReport {
         ] {
             let _ = write!(s, "decisions, {name}: head vs network agree");
             for (task, d) in &m.decisions {
+                let right = if d.truth_frames == 0 {
+                    "no phantom truth for this task".to_string()
+                } else {
+                    format!(
+                        "right vs phantom: {} / {}",
+                        pct(d.shared_correct),
+                        pct(d.serial_correct)
+                    )
+                };
                 let _ = write!(
                     s,
-                    "  {task} {} ({} frames; right vs phantom: {} / {})",
+                    "  {task} {} ({} frames; {right})",
                     pct(d.agree),
                     d.both_ran,
-                    pct(d.shared_correct),
-                    pct(d.serial_correct)
                 );
             }
             s.push('\n');

@@ -39,6 +39,8 @@ pub struct CaptureCounts {
     pub bad: u64,
     /// Frames the source itself lost before delivering the next one (driver sequence gaps).
     pub lost: u64,
+    /// Times the source reopened a lost device.
+    pub reconnects: u64,
 }
 
 /// What [`Live::next`] returns.
@@ -248,7 +250,12 @@ fn capture<S: FrameSource>(mut source: S, shared: &Shared) {
         if shared.stopping(&shared.lock()) {
             return;
         }
-        match source.next_frame() {
+        let next = source.next_frame();
+        let reconnects = source.reconnects();
+        if reconnects > 0 {
+            shared.lock().counts.reconnects = reconnects;
+        }
+        match next {
             Ok(Some(frame)) => {
                 if !shared.deliver(frame, real_time) {
                     return;
@@ -313,7 +320,8 @@ mod tests {
                 delivered: 20,
                 dropped: 0,
                 bad: 0,
-                lost: 0
+                lost: 0,
+                reconnects: 0,
             }
         );
     }

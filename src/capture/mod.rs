@@ -8,13 +8,15 @@
 //! - [`phantom::PhantomSource`]: synthetic lung ultrasound with ground truth.
 //!
 //! Raw sources ([`raw::RawSource`]) deliver buffers as received; [`raw::Converted`] turns them
-//! into grey frames. [`spec::SourceSpec`] parses `--source` and opens any of them, optionally
+//! into grey frames. [`config::CaptureConfig`] says how to negotiate with a capture card;
+//! [`spec::SourceSpec`] parses `--source` and opens any of them, optionally
 //! paced to a frame rate by [`paced::Paced`]. [`live::Live`] runs any source on its own thread
 //! and hands the inference loop the newest frame through a one-frame mailbox.
 //!
 //! A source reports a frame it could not deliver (a corrupt or mis-sized buffer) as a
 //! [`BadFrame`] error: the run counts and skips it. Any other error ends the stream.
 
+pub mod config;
 pub mod images;
 pub mod jpeg_dht;
 pub mod live;
@@ -34,7 +36,7 @@ use anyhow::Result;
 
 use self::pixfmt::RawLayout;
 use crate::image::GreyImage;
-use crate::phantom::Labels;
+use crate::tasks::Truth;
 
 /// One captured frame, already converted to grey.
 #[derive(Clone, Debug)]
@@ -50,8 +52,8 @@ pub struct Frame {
     pub convert_time: Option<Duration>,
     /// The grey frame.
     pub image: GreyImage,
-    /// Ground truth, known only for synthetic sources.
-    pub truth: Option<Labels>,
+    /// Ground truth, known only for synthetic sources (and their recordings).
+    pub truth: Option<Truth>,
     /// Pixel format, size and stride the frame arrived in (grey sources: GREY).
     pub layout: RawLayout,
     /// Time since the stream's first frame, from the driver's clock where there is one.
@@ -76,6 +78,11 @@ pub trait FrameSource {
     fn real_time(&self) -> bool {
         false
     }
+    /// Times the source reopened a lost device (a capture card with `reconnect`); 0 for
+    /// sources that never reconnect.
+    fn reconnects(&self) -> u64 {
+        0
+    }
 }
 
 impl<S: FrameSource + ?Sized> FrameSource for Box<S> {
@@ -90,6 +97,9 @@ impl<S: FrameSource + ?Sized> FrameSource for Box<S> {
     }
     fn real_time(&self) -> bool {
         (**self).real_time()
+    }
+    fn reconnects(&self) -> u64 {
+        (**self).reconnects()
     }
 }
 

@@ -69,6 +69,10 @@ impl<S: FrameSource> FrameSource for Paced<S> {
     fn real_time(&self) -> bool {
         true
     }
+
+    fn reconnects(&self) -> u64 {
+        self.inner.reconnects()
+    }
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use anyhow::Result;
 use super::pixfmt::{to_grey, PixelFormat, RawLayout, YuvRange};
 use super::{BadFrame, Frame, FrameSource};
 use crate::image::GreyImage;
-use crate::phantom::Labels;
+use crate::tasks::Truth;
 
 /// One buffer from a [`RawSource`], valid until its next call.
 #[derive(Debug)]
@@ -33,8 +33,8 @@ pub struct RawFrame<'a> {
     pub corrupt: bool,
     /// Range of the luma samples (YUV formats and GREY).
     pub range: YuvRange,
-    /// Ground truth, known only for synthetic sources.
-    pub truth: Option<Labels>,
+    /// Ground truth, known only for synthetic sources (and their recordings).
+    pub truth: Option<Truth>,
 }
 
 /// A stream of raw buffers.
@@ -50,6 +50,10 @@ pub trait RawSource {
     fn real_time(&self) -> bool {
         false
     }
+    /// See [`FrameSource::reconnects`].
+    fn reconnects(&self) -> u64 {
+        0
+    }
 }
 
 impl<S: RawSource + ?Sized> RawSource for Box<S> {
@@ -64,6 +68,9 @@ impl<S: RawSource + ?Sized> RawSource for Box<S> {
     }
     fn real_time(&self) -> bool {
         (**self).real_time()
+    }
+    fn reconnects(&self) -> u64 {
+        (**self).reconnects()
     }
 }
 
@@ -132,6 +139,10 @@ impl<S: RawSource> FrameSource for Converted<S> {
     fn real_time(&self) -> bool {
         self.source.real_time()
     }
+
+    fn reconnects(&self) -> u64 {
+        self.source.reconnects()
+    }
 }
 
 /// A grey [`FrameSource`] seen as a [`RawSource`] of GREY buffers (to record the phantom).
@@ -169,7 +180,7 @@ impl<S: FrameSource> RawSource for GreyAsRaw<S> {
             data: &image.pixels,
             corrupt: false,
             range: YuvRange::Full,
-            truth: frame.truth,
+            truth: frame.truth.clone(),
         }))
     }
 
@@ -189,5 +200,9 @@ impl<S: FrameSource> RawSource for GreyAsRaw<S> {
 
     fn real_time(&self) -> bool {
         self.source.real_time()
+    }
+
+    fn reconnects(&self) -> u64 {
+        self.source.reconnects()
     }
 }

@@ -9,6 +9,11 @@
 //! frames.raw       the buffers, back to back, exactly as the source delivered them
 //! ```
 //!
+//! Versions: 2 writes `truth` as a [`Truth`], per task name the true class name
+//! (`{"effusion":"present","view":"pleural"}`); version 1 wrote the phantom's labels
+//! (`{"view":"pleural","b_lines":null,"effusion":true}`), which are still read, mapped onto the
+//! standard tasks ([`crate::tasks::phantom`]).
+//!
 //! Replay reads the buffers and converts them with the same code as live capture, so a
 //! replayed scan gives bit for bit the frames (and the decisions) of the captured one. A
 //! recording cut short (power loss, full disk) replays up to its last complete frame.
@@ -19,17 +24,18 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use super::pixfmt::{RawLayout, YuvRange};
 use super::raw::{RawFrame, RawSource};
 use super::BadFrame;
 use crate::phantom::Labels;
+use crate::tasks::{self, TaskSet, Truth};
 
 /// Format name in `recording.json`.
 pub const FORMAT: &str = "pleura-recording";
-/// Version of the folder layout.
-pub const VERSION: u32 = 1;
+/// Version of the folder layout this runtime writes (it reads every version up to it).
+pub const VERSION: u32 = 2;
 const INFO: &str = "recording.json";
 const INDEX: &str = "frames.jsonl";
 const DATA: &str = "frames.raw";
@@ -75,8 +81,30 @@ pub struct FrameEntry {
     /// Range of the luma samples (YUV formats and GREY).
     pub range: YuvRange,
     /// Ground truth of synthetic frames.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub truth: Option<Labels>,
+    #[serde(
+        default,
+        deserialize_with = "truth_of_any_version",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub truth: Option<Truth>,
+}
+
+/// A frame's `truth` as either version wrote it.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RecordedTruth {
+    /// Version 2: task name -> class name (a v1 object never parses as one: it holds a null
+    /// and a boolean).
+    Truth(Truth),
+    /// Version 1: the phantom's labels.
+    Labels(Labels),
+}
+
+fn truth_of_any_version<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Truth>, D::Error> {
+    Ok(Option::<RecordedTruth>::deserialize(d)?.map(|t| match t {
+        RecordedTruth::Truth(truth) => truth,
+        RecordedTruth::Labels(labels) => tasks::phantom(&labels, &TaskSet::standard()),
+    }))
 }
 
 /// Writes a recording.
@@ -141,7 +169,7 @@ impl Recorder {
             bytes: frame.data.len() as u64,
             corrupt: frame.corrupt,
             range: frame.range,
-            truth: frame.truth,
+            truth: frame.truth.clone(),
         };
         self.data.write_all(frame.data).with_context(|| {
             format!(
@@ -357,7 +385,7 @@ impl RawSource for Replay {
             data: &self.buffer,
             corrupt: entry.corrupt,
             range: entry.range,
-            truth: entry.truth,
+            truth: entry.truth.clone(),
         }))
     }
 
@@ -399,4 +427,75 @@ fn read_exact_at(mut file: &File, buf: &mut [u8], offset: u64) -> std::io::Resul
     use std::io::{Read, Seek, SeekFrom};
     file.seek(SeekFrom::Start(offset))?;
     file.read_exact(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A version-1 recording (written before `truth` became a [`Truth`]) still replays, its
+    /// phantom labels mapped onto the standard tasks.
+    #[test]
+    fn a_version_1_recording_replays_with_its_truth_mapped() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        std::fs::write(
+            dir.join(INFO),
+            r#"{"format":"pleura-recording","version":1,"source":"phantom (seed 3, 4x2)",
+               "created_by":"pleura 0.1.0","frames":3,"lost":0,"complete":true}"#,
+        )
+        .unwrap();
+        let line = |seq: u64, truth: &str| {
+            format!(
+                r#"{{"seq":{seq},"lost_before":0,"t_us":{},"format":"GREY","width":4,"height":2,"stride":4,"offset":{},"bytes":8,"corrupt":false,"range":"full"{truth}}}"#,
+                seq * 40_000,
+                seq * 8
+            )
+        };
+        let index = [
+            line(
+                0,
+                r#","truth":{"view":"pleural","b_lines":null,"effusion":true}"#,
+            ),
+            line(
+                1,
+                r#","truth":{"view":"parenchymal","b_lines":false,"effusion":null}"#,
+            ),
+            line(2, ""),
+        ];
+        std::fs::write(dir.join(INDEX), index.join("\n") + "\n").unwrap();
+        std::fs::write(dir.join(DATA), (0..24u8).collect::<Vec<_>>()).unwrap();
+
+        let mut replay = Replay::open(dir, Timing::Fast).unwrap();
+        let mut truths = Vec::new();
+        while let Some(frame) = replay.next_raw().unwrap() {
+            assert_eq!(frame.data.len(), 8);
+            truths.push(frame.truth.clone());
+        }
+        let standard = TaskSet::standard();
+        let classes: Vec<_> = truths
+            .iter()
+            .map(|t| t.as_ref().map(|t| standard.classes_of(t)))
+            .collect();
+        assert_eq!(
+            classes,
+            [
+                Some(vec![Some(1), None, Some(1)]),
+                Some(vec![Some(0), Some(0), None]),
+                None
+            ]
+        );
+
+        // Written again, the truth is version 2's and reads back the same.
+        let entry = FrameEntry {
+            truth: truths[0].clone(),
+            ..read_index(&dir.join(INDEX)).unwrap().remove(0)
+        };
+        let text = serde_json::to_string(&entry).unwrap();
+        assert!(
+            text.contains(r#""truth":{"effusion":"present","view":"pleural"}"#),
+            "{text}"
+        );
+        assert_eq!(serde_json::from_str::<FrameEntry>(&text).unwrap(), entry);
+    }
 }

@@ -8,10 +8,10 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 
 use super::run::SourceArgs;
-use crate::capture::recording::Recorder;
-use crate::capture::BadFrame;
-use crate::image::GreyImage;
-use crate::preprocess::Rect;
+use pleura::capture::recording::Recorder;
+use pleura::capture::BadFrame;
+use pleura::image::GreyImage;
+use pleura::preprocess::Rect;
 
 /// Arguments of `pleura devices`.
 #[derive(Debug, clap::Args)]
@@ -26,8 +26,8 @@ pub struct DevicesArgs {
 /// Lists the V4L2 devices.
 #[cfg(feature = "v4l2")]
 pub fn devices(args: DevicesArgs) -> Result<()> {
-    use crate::capture::spec::SourceSpec;
-    use crate::capture::v4l2::devices;
+    use pleura::capture::spec::SourceSpec;
+    use pleura::capture::v4l2::devices;
     let paths = match &args.device {
         Some(dev) => match format!("v4l2:{dev}").parse::<SourceSpec>()? {
             SourceSpec::V4l2 { path } => vec![path],
@@ -103,7 +103,7 @@ pub fn calibrate(args: CalibrateArgs) -> Result<()> {
     };
     let (w, h) = (first.width, first.height);
     frames.retain(|f| (f.width, f.height) == (w, h));
-    let rect = crate::sector::detect_sector(&frames).with_context(|| {
+    let rect = pleura::sector::detect_sector(&frames).with_context(|| {
         format!("{description}: the frames are blank: no image area found (is the scanner's output live?)")
     })?;
     println!(
@@ -127,7 +127,7 @@ pub fn calibrate(args: CalibrateArgs) -> Result<()> {
         rect.x, rect.y, rect.width, rect.height
     );
     if let Some(path) = &args.preview {
-        crate::image::write_png(&preview(&frames, rect), path)?;
+        pleura::image::write_png(&preview(&frames, rect), path)?;
         eprintln!("preview: {}", path.display());
     }
     Ok(())

@@ -5,11 +5,12 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use crate::pack::{fmt_shape, Pack, Quantization};
+use pleura::pack::{fmt_shape, Pack, Quantization};
 
 /// Prints the pack in `dir`.
 pub fn info(dir: &Path) -> Result<()> {
     let pack = Pack::load(dir)?;
+    let networks = pack.load_networks()?;
     let m = &pack.manifest;
     let mut out = io::stdout().lock();
     writeln!(out, "pack        {} (format {})", m.name, m.format_version)?;
@@ -35,7 +36,7 @@ pub fn info(dir: &Path) -> Result<()> {
         .iter()
         .zip(&pack.heads)
         .zip(&pack.int8_heads)
-        .zip(&pack.serial_networks)
+        .zip(&networks)
     {
         let gate = task.gate.as_ref().map_or("every frame".to_string(), |g| {
             format!("when {} = {}", g.task, g.class)
@@ -89,11 +90,17 @@ pub fn info(dir: &Path) -> Result<()> {
     for (k, v) in &p.metrics {
         writeln!(out, "  metric    {k} = {v:.4}")?;
     }
+    let bytes: usize = std::iter::once(&pack.backbone)
+        .chain(&pack.heads)
+        .chain(pack.int8_heads.iter().flatten())
+        .chain(&networks)
+        .map(|m| m.bytes)
+        .sum();
     writeln!(
         out,
         "verified    {} files, {} KiB in all",
         pack.model_files(),
-        pack.total_bytes() / 1024
+        bytes / 1024
     )?;
     writeln!(out, "machine     {}", tract_machine())?;
     Ok(())

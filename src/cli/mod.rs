@@ -1,5 +1,6 @@
 //! Command line of the `pleura` binary: arguments -> validated plan -> library calls.
 
+mod bedside;
 mod capture;
 mod info;
 mod run;
@@ -28,7 +29,7 @@ enum Command {
         pack: PathBuf,
     },
     /// Run a pack on a frame source and print one JSON line per frame.
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// Time the shared backbone + heads against the serial per-task networks.
     Bench(crate::bench::cli::BenchArgs),
     /// List the V4L2 capture devices with their pixel formats, sizes and frame rates.
@@ -43,7 +44,7 @@ enum Command {
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Info { pack } => info::info(&pack),
-        Command::Run(args) => run::run(args),
+        Command::Run(args) => run::run(*args),
         Command::Bench(args) => crate::bench::cli::run(args),
         Command::Devices(args) => capture::devices(args),
         Command::Calibrate(args) => capture::calibrate(args),

@@ -7,15 +7,19 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 
-use crate::capture::paced::Paced;
-use crate::capture::pixfmt::{PixelFormat, YuvRange};
-use crate::capture::recording::Timing;
-use crate::capture::spec::{SourceOptions, SourceSpec};
-use crate::capture::FrameSource;
-use crate::engine::{Engine, EngineChoice, EngineConfig, EngineKind, TaskMode};
-use crate::pack::{Pack, Quantization};
-use crate::pipeline::{self, RunConfig, RunOptions};
-use crate::sector::parse_rect;
+use pleura::capture::paced::Paced;
+use pleura::capture::phantom::Scan;
+use pleura::capture::pixfmt::{PixelFormat, YuvRange};
+use pleura::capture::recording::Timing;
+use pleura::capture::spec::{SourceOptions, SourceSpec};
+use pleura::capture::FrameSource;
+use pleura::engine::{Engine, EngineChoice, EngineConfig, EngineKind, TractLayout};
+use pleura::pack::{Pack, Quantization};
+use pleura::pipeline::{self, RunConfig, RunOptions};
+use pleura::sector::parse_rect;
+use pleura::tasks::TaskMode;
+
+use super::bedside::{BedsideArgs, RunFacts};
 
 /// Frames a phantom run processes when neither `--frames` nor the configuration says.
 const PHANTOM_FRAMES: u64 = 300;
@@ -49,9 +53,16 @@ pub struct SourceArgs {
     /// times, dropping frames a slow consumer misses, as live).
     #[arg(long, value_name = "fast|recorded", default_value = "fast")]
     pub timing: Timing,
-    /// Phantom: frames per synthetic clip.
-    #[arg(long, default_value_t = 30)]
-    pub clip_frames: usize,
+    /// Phantom: seconds the probe dwells on each lung zone (at the phantom's nominal 25 fps).
+    #[arg(long, value_name = "SECONDS", default_value_t = 4.0)]
+    pub dwell_seconds: f64,
+    /// Phantom: seconds of cross-fade from one zone to the next (frames without ground truth).
+    #[arg(long, value_name = "SECONDS", default_value_t = 0.4)]
+    pub transition_seconds: f64,
+    /// Phantom: back-to-back clips of N frames without transitions instead (the phantom of
+    /// earlier versions; overrides the two options above).
+    #[arg(long, value_name = "N")]
+    pub clip_frames: Option<usize>,
     /// Phantom: size of synthetic frames (square).
     #[arg(long, default_value_t = 256)]
     pub phantom_size: usize,
@@ -97,7 +108,11 @@ impl SourceArgs {
         }
         let options = SourceOptions {
             phantom_frames: if frames == 0 { u64::MAX } else { frames },
-            clip_frames: self.clip_frames,
+            phantom_scan: match self.clip_frames {
+                Some(n) => Scan::clips(n),
+                None => Scan::from_seconds(self.dwell_seconds, self.transition_seconds)
+                    .context("--dwell-seconds / --transition-seconds")?,
+            },
             phantom_size: self.phantom_size,
             capture,
             timing: self.timing,
@@ -146,6 +161,12 @@ pub struct RunArgs {
     /// `--engine ort`: the libonnxruntime shared library to load (default: $ORT_DYLIB_PATH).
     #[arg(long, value_name = "PATH")]
     ort_lib: Option<PathBuf>,
+    /// tract's convolution layout: `auto` (a fixed rule, the same on every run), `nhwc` or
+    /// `nchw`. Default: the configuration's `tract_layout`, else `auto`.
+    #[arg(long, value_name = "auto|nhwc|nchw")]
+    tract_layout: Option<TractLayout>,
+    #[command(flatten)]
+    bedside: BedsideArgs,
 }
 
 /// Runs `pleura run`.
@@ -164,7 +185,6 @@ pub fn run(args: RunArgs) -> Result<()> {
         .or(config.pack.clone())
         .unwrap_or_else(|| PathBuf::from("models/default"));
     let mut pack = Pack::load(&pack_dir)?;
-    pack.release_serial_networks();
     if let Some(form) = args.heads.or(config.heads) {
         pack.select_heads(form).context("--heads")?;
     }
@@ -178,8 +198,14 @@ pub fn run(args: RunArgs) -> Result<()> {
         Some(text) => Some(parse_rect(text).context("--crop")?),
         None => config.crop,
     };
-    let choice = EngineChoice::new(args.engine, args.ort_lib.clone());
-    let engine = Engine::with_engine(&pack, false, &EngineConfig::default(), &choice)?;
+    let choice = EngineChoice {
+        tract_layout: args
+            .tract_layout
+            .or(config.tract_layout)
+            .unwrap_or_default(),
+        ..EngineChoice::new(args.engine, args.ort_lib.clone())
+    };
+    let engine = Engine::with_engine(&pack, &EngineConfig::default(), &choice)?;
     let source = spec.open(&source_options)?;
     let source: Box<dyn FrameSource + Send> = match args.fps {
         Some(fps) => Box::new(Paced::new(source, fps).context("--fps")?),
@@ -198,6 +224,14 @@ pub fn run(args: RunArgs) -> Result<()> {
             );
         }
     }
+    let facts = RunFacts {
+        pack: &pack,
+        source: source.describe(),
+        smoothing: &smoothing,
+        crop,
+        frame_size: source.frame_size(),
+    };
+    let mut bedside = args.bedside.start(&config, &facts)?;
     let options = RunOptions {
         mode: if args.all_tasks || config.all_tasks == Some(true) {
             TaskMode::AllTasks
@@ -206,7 +240,8 @@ pub fn run(args: RunArgs) -> Result<()> {
         },
         crop,
         smoothing,
-        stop,
+        stop: Arc::clone(&stop),
+        clips: bedside.clips.clone(),
         // The phantom's length is its frame count; other sources run until N are inferred.
         max_frames: match (&spec, frames) {
             (SourceSpec::Phantom { .. }, _) | (_, None | Some(0)) => None,
@@ -227,15 +262,23 @@ pub fn run(args: RunArgs) -> Result<()> {
         )),
         _ => Box::new(BufWriter::new(io::stdout().lock())),
     };
-    let outcome = pipeline::run(source, &engine, &options, &pack.manifest.input, &mut out)?;
+    let outcome = pipeline::run_observed(
+        source,
+        &pack,
+        &engine,
+        &options,
+        &mut out,
+        &mut bedside.observers(),
+    )?;
     let flushed = out.flush().context("writing frame records");
     let summary = &outcome.summary;
     eprint!("{}", summary.to_text());
     if let Some(path) = args.summary.as_ref().or(config.output.summary.as_ref()) {
-        crate::fsutil::write_atomic(path, serde_json::to_string_pretty(summary)?.as_bytes())?;
+        pleura::fsutil::write_atomic(path, serde_json::to_string_pretty(summary)?.as_bytes())?;
     }
+    let finished = bedside.finish(&stop);
     match outcome.error {
         Some(err) => Err(err),
-        None => flushed,
+        None => flushed.and(finished),
     }
 }

@@ -1,9 +1,15 @@
 //! Inference engine: a verified [`Pack`] turned into optimised tract plans.
 //!
 //! Lifecycle (tract's own): [`Engine::new`] pins every input shape to batch 1 and optimises the
-//! plans once; [`Engine::session`] spawns per-stream state; [`Session::infer`] runs the shared
-//! backbone once per frame and the heads the task hierarchy asks for. [`Session::serial`] runs
-//! one whole fine-tuned network, the baseline the shared path is measured against.
+//! plans once; [`Engine::session`] spawns per-stream state. A [`Session`] executes plans and
+//! nothing else: [`Session::features`] runs the shared backbone, [`Session::head`] one task
+//! head on its features, [`Session::network`] one whole network on an image (the per-task
+//! fine-tuned networks the benchmark brings with [`Engine::with_networks`]). Which heads run on
+//! a frame is the caller's question, answered by [`crate::tasks::TaskSet::runs`].
+//!
+//! Determinism: a plan's choices are fixed by rules, never by timings taken at start-up, so the
+//! same input gives the same bits on every run of the same build on the same machine, however
+//! loaded (a replayed recording is an audit trail). [`Engine::plan`] says what was chosen.
 //!
 //! Threads: tract runs every plan on the calling thread unless it is given an executor.
 //! [`EngineConfig::threads`] above 1 builds one rayon pool (tract-linalg's `multithread-mm`
@@ -24,7 +30,6 @@ mod ort;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use tract_onnx::prelude::*;
@@ -51,6 +56,40 @@ impl EngineKind {
     }
 }
 
+impl TractLayout {
+    /// The layout [`TractLayout::Auto`] stands for on a `[1, C, H, W]` input: NHWC or NCHW,
+    /// from the input size and whether pleura's depthwise kernel is on (see the variant).
+    pub fn auto_for(input: [usize; 4]) -> TractLayout {
+        if ops::depthwise::enabled() || input[2] * input[3] <= 160 * 160 {
+            TractLayout::Nhwc
+        } else {
+            TractLayout::Nchw
+        }
+    }
+
+    /// `auto`, `nhwc` or `nchw`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TractLayout::Auto => "auto",
+            TractLayout::Nhwc => "nhwc",
+            TractLayout::Nchw => "nchw",
+        }
+    }
+}
+
+impl FromStr for TractLayout {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "auto" => Ok(TractLayout::Auto),
+            "nhwc" => Ok(TractLayout::Nhwc),
+            "nchw" => Ok(TractLayout::Nchw),
+            other => anyhow::bail!("layout `{other}`: expected `auto`, `nhwc` or `nchw`"),
+        }
+    }
+}
+
 impl FromStr for EngineKind {
     type Err = anyhow::Error;
 
@@ -67,13 +106,16 @@ impl FromStr for EngineKind {
 pub const ORT_AVAILABLE: bool = cfg!(feature = "ort");
 
 /// How tract lays out convolutions (see `docs/performance/inference.md`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum TractLayout {
-    /// The faster of [`TractLayout::Nhwc`] and [`TractLayout::Nchw`] for the backbone on this
-    /// machine, timed when the engine is built (a few runs of each, interleaved); the per-task
-    /// networks follow the backbone's choice. The default: channel-last depthwise kernels are
-    /// 2x faster, but tract's broadcast `Mul` of the squeeze-excitation blocks falls to a slow
-    /// generic path channel-last, which outweighs that gain on large inputs.
+    /// A fixed rule ([`TractLayout::auto_for`]), the same on every run: channel-last while
+    /// pleura's own depthwise kernel runs (the default; it is 2.5x faster channel-last, and
+    /// `make bench-engines` measured NHWC ahead at 128 and 224 px, 1 and 2 threads); with
+    /// tract's own kernel (`PLEURA_TRACT_DEPTHWISE=tract`), channel-last up to 160x160 inputs
+    /// and channel-first above (tract's squeeze-excitation `Mul` is slow channel-last). It
+    /// used to time both layouts at start-up and keep the faster, but the two plans agree only
+    /// to about 1e-7 and under load the choice flipped from run to run, so replays differed.
     #[default]
     Auto,
     /// tract's `conv_nhwc` transform: convolutions run channel-last.
@@ -113,6 +155,10 @@ pub fn tract_plan_for(
     threads: usize,
     layout: TractLayout,
 ) -> Result<Arc<TypedRunnableModel>> {
+    let layout = match (layout, shape) {
+        (TractLayout::Auto, &[n, c, h, w]) => TractLayout::auto_for([n, c, h, w]),
+        _ => layout,
+    };
     tract_plan(model, shape, &run_options(threads)?, layout)
 }
 
@@ -155,27 +201,6 @@ impl PlanState {
     }
 }
 
-/// Which heads run on a frame.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum TaskMode {
-    /// Ungated tasks, then only the tasks their decisions enable (the clinical workflow).
-    #[default]
-    Hierarchy,
-    /// Every head on every frame.
-    AllTasks,
-}
-
-/// One task as the engine runs it.
-#[derive(Clone, Debug)]
-pub struct Task {
-    /// Task name.
-    pub name: String,
-    /// `[negative, positive]` class names.
-    pub classes: [String; 2],
-    /// `(index of the gating task, class index of it that enables this task)`.
-    pub gate: Option<(usize, usize)>,
-}
-
 /// How the engine runs its plans.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EngineConfig {
@@ -198,39 +223,41 @@ pub const TRACT_DESCRIPTION: &str = "tract 0.23.9";
 /// Threads of an engine's pool are named this, then `-0`, `-1`, ...
 pub const POOL_THREAD_NAME: &str = "pleura-tract";
 
+/// What an engine's plans are: enough to tell two runs apart. A run records it (summary and
+/// first record) so that a replay can be checked against the plan it was made with.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct PlanInfo {
+    /// The engine and its version, e.g. `tract 0.23.9`.
+    pub engine: String,
+    /// tract: the convolution layout of every plan (`nhwc` or `nchw`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layout: Option<&'static str>,
+    /// tract: who runs depthwise convolutions: `pleura <isa>` (avx512, avx2, neon, portable) or
+    /// `tract`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub depthwise: Option<String>,
+    /// tract: who runs the channel-last squeeze-excitation `Mul` and pool sums: `pleura` or
+    /// `tract`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub channel_ops: Option<&'static str>,
+    /// Threads one plan run may use.
+    pub threads: usize,
+    /// Per task (pack order): the head form that runs (`f32` or `int8`).
+    pub heads: Vec<&'static str>,
+}
+
 /// Optimised plans of a pack.
 #[derive(Debug)]
 pub struct Engine {
     kind: EngineKind,
     tract_layout: Option<TractLayout>,
-    description: String,
-    threads: usize,
-    tasks: Vec<Task>,
+    plan: PlanInfo,
     input_shape: [usize; 4],
     feature_dim: usize,
     backbone: Plan,
     heads: Vec<Plan>,
     head_forms: Vec<Quantization>,
-    serial: Option<Vec<Plan>>,
-}
-
-/// What the engine produced for one frame.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Inference {
-    /// Per task (pack order): the probability of its positive class, `None` when the
-    /// hierarchy did not run it.
-    pub probabilities: Vec<Option<f32>>,
-    /// Time spent in the backbone.
-    pub backbone: Duration,
-    /// Time spent in all heads together.
-    pub heads: Duration,
-}
-
-impl Inference {
-    /// Decision of task `i`: the class index (probability >= 0.5 means the positive class).
-    pub fn decision(&self, i: usize) -> Option<usize> {
-        self.probabilities[i].map(|p| usize::from(p >= 0.5))
-    }
+    networks: Vec<Plan>,
 }
 
 /// Builds one runnable model with its input pinned to `shape`.
@@ -318,52 +345,6 @@ fn tract_plan(
     Ok(plan)
 }
 
-/// The faster layout for `model` (see [`TractLayout::Auto`]) and its plan: both plans run
-/// alternately on a constant input, 2 runs each discarded, then the median of 5.
-fn fastest_layout(
-    model: &LoadedModel,
-    shape: &[usize],
-    options: &RunOptions,
-) -> Result<(TractLayout, Arc<TypedRunnableModel>)> {
-    let layouts = [TractLayout::Nhwc, TractLayout::Nchw];
-    let plans = layouts
-        .iter()
-        .map(|&l| tract_plan(model, shape, options, l))
-        .collect::<Result<Vec<_>>>()?;
-    let mut states = plans
-        .iter()
-        .map(|p| p.spawn())
-        .collect::<TractResult<Vec<_>>>()?;
-    let input = Tensor::from_shape(shape, &vec![0.5f32; shape.iter().product()])?;
-    let mut times = vec![Vec::new(); plans.len()];
-    for round in 0..7 {
-        for (state, log) in states.iter_mut().zip(&mut times) {
-            let start = Instant::now();
-            state.run(tvec!(input.clone().into()))?;
-            if round >= 2 {
-                log.push(start.elapsed());
-            }
-        }
-    }
-    let median = |log: &mut Vec<Duration>| {
-        log.sort();
-        log[log.len() / 2]
-    };
-    let best = if median(&mut times[0]) <= median(&mut times[1]) {
-        0
-    } else {
-        1
-    };
-    log::debug!(
-        "{}: tract layout {:?} ({:?} nhwc, {:?} nchw)",
-        model.path.display(),
-        layouts[best],
-        times[0][2],
-        times[1][2]
-    );
-    Ok((layouts[best], Arc::clone(&plans[best])))
-}
-
 /// tract's run options for `threads`: no executor (the calling thread) for one thread.
 fn run_options(threads: usize) -> Result<RunOptions> {
     ensure!(threads >= 1, "threads must be at least 1, got {threads}");
@@ -389,29 +370,34 @@ fn run_options(threads: usize) -> Result<RunOptions> {
 }
 
 impl Engine {
-    /// Optimises the backbone and heads of `pack`, and its per-task full networks when
-    /// `with_serial` (only the benchmark needs those), to run on one thread.
-    pub fn new(pack: &Pack, with_serial: bool) -> Result<Engine> {
-        Engine::with_config(pack, with_serial, &EngineConfig::default())
+    /// Optimises the backbone and heads of `pack` to run on one thread, on tract.
+    pub fn new(pack: &Pack) -> Result<Engine> {
+        Engine::with_config(pack, &EngineConfig::default())
     }
 
-    /// [`Engine::new`] with explicit settings, on tract; all plans share one thread pool.
-    pub fn with_config(pack: &Pack, with_serial: bool, config: &EngineConfig) -> Result<Engine> {
-        Engine::with_engine(pack, with_serial, config, &EngineChoice::default())
+    /// [`Engine::new`] with explicit settings; all plans share one thread pool.
+    pub fn with_config(pack: &Pack, config: &EngineConfig) -> Result<Engine> {
+        Engine::with_engine(pack, config, &EngineChoice::default())
     }
 
     /// [`Engine::with_config`] on the engine `choice` names (tract or ONNX Runtime).
     pub fn with_engine(
         pack: &Pack,
-        with_serial: bool,
         config: &EngineConfig,
         choice: &EngineChoice,
     ) -> Result<Engine> {
-        ensure!(
-            !with_serial || pack.serial_networks.len() == pack.manifest.tasks.len(),
-            "{}: the per-task networks were released (Pack::release_serial_networks)",
-            pack.dir.display()
-        );
+        Engine::with_networks(pack, &[], config, choice)
+    }
+
+    /// [`Engine::with_engine`], and also a plan of each of `networks`: whole networks
+    /// `image [1, C, H, W] -> probability [1, 1]` on the pack's input, run by
+    /// [`Session::network`] (the benchmark's per-task networks, from [`Pack::load_networks`]).
+    pub fn with_networks(
+        pack: &Pack,
+        networks: &[LoadedModel],
+        config: &EngineConfig,
+        choice: &EngineChoice,
+    ) -> Result<Engine> {
         let threads = config.threads;
         let options = match choice.kind {
             EngineKind::Tract => run_options(threads)?,
@@ -420,79 +406,66 @@ impl Engine {
                 RunOptions::default()
             }
         };
-        // tract: the backbone decides the layout when asked to pick (the per-task networks share
-        // its architecture and input).
+        let m = &pack.manifest;
+        let input_shape = [1, m.input.channels, m.input.height, m.input.width];
+        let feature_dim = m.backbone.feature_dim;
+        // tract: one layout for every plan, by rule (the networks share the backbone's input).
         let mut choice = choice.clone();
-        let mut backbone = None;
         if choice.kind == EngineKind::Tract && choice.tract_layout == TractLayout::Auto {
-            let shape = [
-                1,
-                pack.manifest.input.channels,
-                pack.manifest.input.height,
-                pack.manifest.input.width,
-            ];
-            let (layout, plan) = fastest_layout(&pack.backbone, &shape, &options)?;
-            choice.tract_layout = layout;
-            backbone = Some(Plan::Tract(plan));
+            choice.tract_layout = TractLayout::auto_for(input_shape);
         }
         let choice = &choice;
         let plan =
             |model: &LoadedModel, shape: &[usize]| plan(model, shape, &options, choice, threads);
-        let m = &pack.manifest;
-        let input_shape = [1, m.input.channels, m.input.height, m.input.width];
-        let feature_dim = m.backbone.feature_dim;
-        let tasks = m
-            .tasks
-            .iter()
-            .map(|t| {
-                let gate = t.gate.as_ref().map(|g| {
-                    let parent = m.tasks.iter().position(|p| p.name == g.task).unwrap_or(0);
-                    let class = m.tasks[parent].classes.iter().position(|c| *c == g.class);
-                    (parent, class.unwrap_or(0))
-                });
-                Task {
-                    name: t.name.clone(),
-                    classes: t.classes.clone(),
-                    gate,
-                }
-            })
-            .collect();
-        let backbone = match backbone {
-            Some(plan) => plan,
-            None => plan(&pack.backbone, &input_shape)?,
-        };
+        let backbone = plan(&pack.backbone, &input_shape)?;
         // Each task's head in the form its manifest entry names (`Pack::select_heads` sets it).
         let heads = (0..m.tasks.len())
             .map(|i| plan(pack.head_model(i), &[1, feature_dim]))
             .collect::<Result<_>>()?;
-        let head_forms = m.tasks.iter().map(|t| t.head.quantization).collect();
-        let serial = with_serial
-            .then(|| {
-                pack.serial_networks
-                    .iter()
-                    .map(|n| plan(n, &input_shape))
-                    .collect()
-            })
-            .transpose()?;
-        let description = match choice.kind {
-            EngineKind::Tract => TRACT_DESCRIPTION.to_string(),
-            #[cfg(feature = "ort")]
-            EngineKind::Ort => ort::describe(),
-            #[cfg(not(feature = "ort"))]
-            EngineKind::Ort => unreachable!("plan() refused the ort engine"),
+        let networks = networks
+            .iter()
+            .map(|n| plan(n, &input_shape))
+            .collect::<Result<_>>()?;
+        let head_forms: Vec<Quantization> = m.tasks.iter().map(|t| t.head.quantization).collect();
+        let tract = choice.kind == EngineKind::Tract;
+        let plan = PlanInfo {
+            engine: match choice.kind {
+                EngineKind::Tract => TRACT_DESCRIPTION.to_string(),
+                #[cfg(feature = "ort")]
+                EngineKind::Ort => ort::describe(),
+                #[cfg(not(feature = "ort"))]
+                EngineKind::Ort => unreachable!("plan() refused the ort engine"),
+            },
+            layout: tract.then(|| choice.tract_layout.as_str()),
+            depthwise: tract.then(|| {
+                if ops::depthwise::enabled() {
+                    format!("pleura {}", ops::depthwise::Isa::best().as_str())
+                } else {
+                    "tract".to_string()
+                }
+            }),
+            channel_ops: tract.then(|| {
+                if choice.tract_layout == TractLayout::Nchw {
+                    "none (channel-first)"
+                } else if ops::channel::enabled() {
+                    "pleura"
+                } else {
+                    "tract"
+                }
+            }),
+            threads,
+            heads: head_forms.iter().map(|q| q.as_str()).collect(),
         };
         Ok(Engine {
             kind: choice.kind,
-            tract_layout: (choice.kind == EngineKind::Tract).then_some(choice.tract_layout),
-            description,
-            threads: config.threads,
-            tasks,
+            tract_layout: tract.then_some(choice.tract_layout),
+            plan,
             input_shape,
             feature_dim,
             backbone,
             heads,
             head_forms,
-            serial,
+            networks,
         })
     }
 
@@ -506,9 +479,14 @@ impl Engine {
         self.tract_layout
     }
 
+    /// What the plans are (engine, layout, kernels, threads, head forms).
+    pub fn plan(&self) -> &PlanInfo {
+        &self.plan
+    }
+
     /// The engine and its version, e.g. `tract 0.23.9` or `onnxruntime 1.32.0 (ort ...)`.
     pub fn description(&self) -> &str {
-        &self.description
+        &self.plan.engine
     }
 
     /// Per task (pack order): the form of the head this engine runs.
@@ -518,12 +496,17 @@ impl Engine {
 
     /// Threads tract may use inside one plan run.
     pub fn threads(&self) -> usize {
-        self.threads
+        self.plan.threads
     }
 
-    /// The tasks, in pack order.
-    pub fn tasks(&self) -> &[Task] {
-        &self.tasks
+    /// Number of heads (one per task, pack order).
+    pub fn heads(&self) -> usize {
+        self.heads.len()
+    }
+
+    /// Number of whole networks planned ([`Engine::with_networks`]).
+    pub fn networks(&self) -> usize {
+        self.networks.len()
     }
 
     /// `[1, channels, height, width]`.
@@ -531,7 +514,7 @@ impl Engine {
         self.input_shape
     }
 
-    /// Length of `input` slices given to [`Session::infer`].
+    /// Length of `input` slices given to [`Session::features`] and [`Session::network`].
     pub fn input_len(&self) -> usize {
         self.input_shape.iter().product()
     }
@@ -542,64 +525,26 @@ impl Engine {
             engine: self,
             backbone: self.backbone.spawn()?,
             heads: self.heads.iter().map(Plan::spawn).collect::<Result<_>>()?,
-            serial: match &self.serial {
-                Some(plans) => plans.iter().map(Plan::spawn).collect::<Result<_>>()?,
-                None => Vec::new(),
-            },
-            head_times: vec![None; self.heads.len()],
+            networks: self
+                .networks
+                .iter()
+                .map(Plan::spawn)
+                .collect::<Result<_>>()?,
         })
     }
 }
 
-/// Per-stream inference state.
+/// Per-stream inference state: runs the engine's plans, one call a plan.
 pub struct Session<'e> {
     engine: &'e Engine,
     backbone: PlanState,
     heads: Vec<PlanState>,
-    serial: Vec<PlanState>,
-    /// Per task: time of its head in the last [`Session::infer`], `None` when skipped.
-    head_times: Vec<Option<Duration>>,
+    networks: Vec<PlanState>,
 }
 
 impl Session<'_> {
-    /// Runs the shared backbone once on `input` (`[channels, height, width]`, from
-    /// [`crate::preprocess::Preprocessor`]) and the heads that `mode` selects.
-    pub fn infer(&mut self, input: &[f32], mode: TaskMode) -> Result<Inference> {
-        let start = Instant::now();
-        let features = self.features(input)?;
-        let backbone = start.elapsed();
-        let start = Instant::now();
-        let tasks = &self.engine.tasks;
-        let mut probabilities: Vec<Option<f32>> = vec![None; tasks.len()];
-        let mut decisions: Vec<Option<usize>> = vec![None; tasks.len()];
-        for (i, task) in tasks.iter().enumerate() {
-            let enabled = match (mode, task.gate) {
-                (TaskMode::AllTasks, _) | (_, None) => true,
-                (TaskMode::Hierarchy, Some((parent, class))) => decisions[parent] == Some(class),
-            };
-            self.head_times[i] = None;
-            if enabled {
-                let head_start = Instant::now();
-                let p = self.head(i, &features)?;
-                self.head_times[i] = Some(head_start.elapsed());
-                probabilities[i] = Some(p);
-                decisions[i] = Some(usize::from(p >= 0.5));
-            }
-        }
-        Ok(Inference {
-            probabilities,
-            backbone,
-            heads: start.elapsed(),
-        })
-    }
-
-    /// Per task (pack order): how long its head took in the last [`Session::infer`], `None`
-    /// when the hierarchy skipped it (timing detail for the benchmark).
-    pub fn last_head_times(&self) -> &[Option<Duration>] {
-        &self.head_times
-    }
-
-    /// The backbone's feature vector for `input`.
+    /// The backbone's feature vector (`[1, feature_dim]`) for `input` (`[channels, height,
+    /// width]`, from [`crate::preprocess::Preprocessor`]).
     pub fn features(&mut self, input: &[f32]) -> Result<Tensor> {
         let tensor = self.input_tensor(input)?;
         let features = self.backbone.run(tensor)?;
@@ -612,22 +557,27 @@ impl Session<'_> {
         Ok(features)
     }
 
-    /// Probability from head `task` on `features` (`[1, feature_dim]`).
+    /// Probability of task `task`'s positive class from its head on `features` (`[1,
+    /// feature_dim]`, from [`Session::features`]).
     pub fn head(&mut self, task: usize, features: &Tensor) -> Result<f32> {
-        let out = self.heads[task].run(features.clone())?;
-        scalar(&out)
+        let count = self.heads.len();
+        let head = self
+            .heads
+            .get_mut(task)
+            .with_context(|| format!("head {task}: the engine has {count} heads"))?;
+        scalar(&head.run(features.clone())?)
     }
 
-    /// Probability from the whole fine-tuned network of `task` (the serial baseline). The
-    /// engine must have been built with `with_serial`.
-    pub fn serial(&mut self, task: usize, input: &[f32]) -> Result<f32> {
+    /// Probability from whole network `i` ([`Engine::with_networks`] order) on `input`
+    /// (`[channels, height, width]`).
+    pub fn network(&mut self, i: usize, input: &[f32]) -> Result<f32> {
+        let count = self.networks.len();
         ensure!(
-            !self.serial.is_empty(),
-            "the engine was built without the serial networks"
+            i < count,
+            "network {i}: the engine plans {count} networks (Engine::with_networks)"
         );
         let tensor = self.input_tensor(input)?;
-        let out = self.serial[task].run(tensor)?;
-        scalar(&out)
+        scalar(&self.networks[i].run(tensor)?)
     }
 
     fn input_tensor(&self, input: &[f32]) -> Result<Tensor> {

@@ -3,9 +3,9 @@
 //! (pleura, A-lines: fixed to the probe-pleura distance) or vertical (B-lines: fixed to the
 //! sliding pleura), so a frame needs only per-column work besides one speckle lookup a pixel.
 
+use super::canvas::{Canvas, Motion};
 use super::chest::{smoothstep, ChestWall};
 use super::geometry::Geometry;
-use super::render::{Canvas, Motion};
 use super::speckle::smooth_field;
 use super::ClipParams;
 use rand_xoshiro::Xoshiro256PlusPlus;

@@ -25,6 +25,7 @@
 //! Everything is deterministic: a clip's pixels depend only on its [`ClipParams`], the frame
 //! size and the frame index.
 
+mod canvas;
 mod chest;
 mod cohort;
 #[cfg(test)]

@@ -3,10 +3,10 @@
 //! like a curtain that moves with breathing, with a mirror image of the organ beyond the
 //! diaphragm) or an anechoic effusion with compressed lung and the spine visible through it.
 
+use super::canvas::{Canvas, Motion};
 use super::chest::{smoothstep, ChestWall};
 use super::geometry::Geometry;
 use super::lung::aerated;
-use super::render::{Canvas, Motion};
 use super::{ClipParams, PleuralScene};
 
 /// Direction (unit x, y) in which the diaphragm and the organ move on inspiration.

@@ -1,11 +1,12 @@
 //! A clip: per-clip precomputation (geometry, scan-conversion table, speckle fields, the
 //! static chest wall already log-compressed) and per-frame composition of the moving parts.
 
+use super::canvas::{Canvas, Motion, Tone};
 use super::chest::{self, smoothstep};
 use super::geometry::{scan_convert, Geometry, ScanEntry};
 use super::lung::Lung;
 use super::pleural::Pleural;
-use super::speckle::{ComplexField, MovingSpeckle, SpeckleFrame};
+use super::speckle::{ComplexField, MovingSpeckle};
 use super::{ClipParams, Labels, Probe, View};
 use crate::image::GreyImage;
 use anyhow::{ensure, Result};
@@ -17,49 +18,6 @@ use std::f64::consts::TAU;
 pub const MIN_SIDE: usize = 16;
 /// See [`MIN_SIDE`].
 pub const MAX_SIDE: usize = 4096;
-
-/// The state of the moving anatomy in one frame.
-pub(crate) struct Motion<'a> {
-    /// Lateral lung sliding, cm along the pleura, and the same in grid columns.
-    pub slide_cm: f32,
-    pub slide_cols: f32,
-    /// Breathing cycle position, 0 (expiration) to 1 (inspiration).
-    pub breath: f32,
-    /// Speckle of the moving tissue in this frame.
-    pub speckle: SpeckleFrame<'a>,
-}
-
-/// The polar grid being drawn, with the log compression that turns echo intensity into grey.
-pub(crate) struct Canvas<'a> {
-    grid: &'a mut [f32],
-    cols: usize,
-    tone: &'a Tone,
-}
-
-/// Log compression, gain, TGC and lateral roll-off.
-struct Tone {
-    /// Grey levels per unit of ln(intensity).
-    per_ln: f32,
-    /// Grey level offset per row (tissue grey, gain, residual TGC slope).
-    row: Vec<f32>,
-    /// Grey level offset per column (edge roll-off of convex arrays).
-    col: Vec<f32>,
-}
-
-impl Tone {
-    #[inline]
-    fn grey(&self, i: usize, j: usize, intensity: f32) -> f32 {
-        self.row[i] + self.col[j] + self.per_ln * intensity.max(1e-9).ln()
-    }
-}
-
-impl Canvas<'_> {
-    /// Writes the grey level for echo intensity (amplitude² x speckle) at grid point (i, j).
-    #[inline]
-    pub fn put(&mut self, i: usize, j: usize, intensity: f32) {
-        self.grid[i * self.cols + j] = self.tone.grey(i, j, intensity);
-    }
-}
 
 enum Scene {
     Lung(Lung),

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
-use crate::capture::spec::CaptureConfig;
+use crate::capture::config::CaptureConfig;
+use crate::engine::TractLayout;
 use crate::pack::{Pack, Quantization};
 use crate::preprocess::Rect;
 use crate::smoothing::SmoothingConfig;
@@ -19,6 +20,7 @@ use crate::smoothing::SmoothingConfig;
 /// source = "v4l2:/dev/video0"
 /// heads = "f32"                 # or "int8"
 /// frames = 0                    # 0: until stopped
+/// tract_layout = "auto"         # or "nhwc" / "nchw" (auto: a fixed rule, see `pleura bench`)
 ///
 /// [capture]                     # V4L2 negotiation (see `pleura devices`)
 /// formats = ["YUYV", "NV12", "MJPEG"]
@@ -42,6 +44,15 @@ use crate::smoothing::SmoothingConfig;
 /// [smoothing.view]              # fields override the pack's smoothing of task `view`
 /// window = 9
 /// consecutive = 5
+///
+/// [clips]                       # cut the stream into clips (see `pleura::clip`)
+/// seconds = 6                   # a clip every 6 s of source time
+/// gap_seconds = 1               # and where the source's timestamps jump by more
+///
+/// [serve]                       # the live view (cargo feature `serve`; `pleura::serve`)
+/// addr = "0.0.0.0:8080"         # default 127.0.0.1:8080: this machine only
+/// max_viewers = 4
+/// fps = 15
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -56,6 +67,8 @@ pub struct RunConfig {
     pub frames: Option<u64>,
     /// Run every head on every frame, as `--all-tasks`.
     pub all_tasks: Option<bool>,
+    /// tract's convolution layout, as `--tract-layout`.
+    pub tract_layout: Option<TractLayout>,
     /// Capture settings of raw sources.
     pub capture: CaptureConfig,
     /// The region of the captured frame holding the ultrasound image.
@@ -64,6 +77,23 @@ pub struct RunConfig {
     pub output: OutputConfig,
     /// Per task name: fields of [`SmoothingConfig`] that replace the pack's values.
     pub smoothing: BTreeMap<String, toml::Table>,
+    /// Where clips end; present: clips are tracked.
+    pub clips: Option<ClipsConfig>,
+    /// The live view's settings (`ServeConfig` of the `serve` feature), checked by the
+    /// command line; present: the live view is served.
+    pub serve: Option<toml::Table>,
+}
+
+/// The `[clips]` section (see [`crate::clip::ClipOptions`]).
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClipsConfig {
+    /// End a clip once it spans this many seconds of source time.
+    pub seconds: Option<f64>,
+    /// End a clip where the source's timestamps jump by more than this many seconds.
+    pub gap_seconds: Option<f64>,
+    /// Run length of the clip rule, in frames (default: each task's smoothing `consecutive`).
+    pub run: Option<usize>,
 }
 
 /// The `[output]` section.

@@ -2,6 +2,8 @@
 //! through the `pleura` binary (the V4L2 device itself is tested under QEMU: tests/v4l2_vivid.rs).
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use pleura::capture::raw::Converted;
 use pleura::capture::recording::{Replay, Timing};
@@ -82,6 +84,62 @@ fn a_recorded_phantom_replays_to_the_same_decisions() {
         "{}",
         stderr(&out)
     );
+}
+
+/// Issue 16: the same recording replayed twice gives byte-identical records however loaded the
+/// machine (the engine's plan no longer depends on timings taken at start-up). Every record
+/// carries timing fields (`t_ms`, `done_ms`, `latency_ms`): they are removed, and the rest of
+/// each record (decisions, probabilities, smoothing, truth, the plan in the first record) is
+/// compared as serialised text, byte for byte.
+#[test]
+fn issue_16_replays_repeat_byte_for_byte_under_cpu_load() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rec = tmp.path().join("rec");
+    record_phantom(&rec, 30);
+    // Busy threads, two per CPU, for the whole test.
+    let stop = Arc::new(AtomicBool::new(false));
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let busy: Vec<_> = (0..2 * cpus)
+        .map(|k| {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let mut x = k as u64 + 1;
+                while !stop.load(Ordering::Relaxed) {
+                    for _ in 0..10_000 {
+                        x = std::hint::black_box(
+                            x.wrapping_mul(6364136223846793005).wrapping_add(1),
+                        );
+                    }
+                }
+            })
+        })
+        .collect();
+    let replay = format!("replay:{}", rec.display());
+    let runs: Vec<Vec<String>> = (0..2)
+        .map(|_| {
+            run_records(&["--source", &replay])
+                .into_iter()
+                .map(|mut r| {
+                    let record = r.as_object_mut().unwrap();
+                    for timing in ["t_ms", "done_ms", "latency_ms"] {
+                        assert!(record.remove(timing).is_some(), "no `{timing}`");
+                    }
+                    serde_json::to_string(&r).unwrap()
+                })
+                .collect()
+        })
+        .collect();
+    stop.store(true, Ordering::Relaxed);
+    busy.into_iter().for_each(|t| t.join().unwrap());
+    assert_eq!(runs[0].len(), 30);
+    for (a, b) in runs[0].iter().zip(&runs[1]) {
+        assert_eq!(a.as_bytes(), b.as_bytes(), "\n{a}\n{b}");
+    }
+    // The first record names the plan that made the decisions.
+    let first: serde_json::Value = serde_json::from_str(&runs[0][0]).unwrap();
+    assert_eq!(first["plan"]["engine"], "tract 0.23.9");
+    assert!(["nhwc", "nchw"].contains(&first["plan"]["layout"].as_str().unwrap()));
+    assert!(runs[0][1..].iter().all(|r| !r.contains("\"plan\"")));
 }
 
 #[test]

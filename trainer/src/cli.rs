@@ -3,27 +3,31 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
+use burn::tensor::Device;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::augment::dump_views;
 use crate::bench::time_steps;
-use crate::data::covid_blues::write_labels as write_blues_labels;
+use crate::data::covid_blues::{write_labels as write_blues_labels, LinesRule};
 use crate::data::frames::FrameSet;
 use crate::data::ingest::{prepare, Crop, PrepareOptions};
-use crate::data::phantom::{write_cohort, PhantomOptions};
+use crate::data::phantom::{write_cohort_as, CohortFormat, PhantomOptions};
 use crate::data::split::SplitOptions;
-use crate::device::Compute;
-use crate::experiment::report::{markdown, read_rows, write_summary};
-use crate::experiment::run::{execute, Experiment, Method};
+use crate::data::store;
+use crate::device::{Compute, DeviceSet};
+use crate::experiment::report::{full_markdown, read_cv, read_notes, read_rows, write_summary};
+use crate::experiment::run::{execute, Experiment, Method, Outcome};
 use crate::experiment::{Init, NamedData};
 use crate::model::HeadKind;
 use crate::recipe::{build_pack, BackboneInit, PackRecipe};
 use crate::ssl::SslMethod;
-use crate::tasks::STANDARD;
+use crate::tasks::TaskSet;
 use crate::train::finetune::FinetuneTraining;
-use crate::train::pretrain::{pretrain, OptimizerKind, PretrainConfig, Start};
+use crate::train::pretrain::{
+    default_loader_threads, pretrain_with, Loader, OptimizerKind, PretrainConfig, RunOptions, Start,
+};
 use crate::train::probe::HeadTraining;
-use pleura::pack::InputSpec;
+use crate::train::step_check::compare_step;
 use pleura::sector::parse_rect;
 
 /// Pleura trainer: phantom data, training and model-pack export.
@@ -144,10 +148,61 @@ struct PretrainArgs {
     /// Write N pairs of augmented views to OUT/views/ as PNG and stop.
     #[arg(long, value_name = "N")]
     dump_views: Option<usize>,
-    /// Where to train: cpu, cuda, cuda:N or wgpu (GPUs need a build with `--features cuda`
-    /// or `--features wgpu`).
-    #[arg(long, default_value = "cpu")]
-    device: Compute,
+    /// Where to train: cpu, cuda, cuda:N, wgpu or wgpu:cpu (GPUs need a build with
+    /// `--features cuda` or `--features wgpu`). Several CUDA devices, comma-separated
+    /// (`cuda:0,cuda:1`), train data-parallel: the batch is split over them and burn
+    /// all-reduces the gradients.
+    #[arg(long, default_value = "cpu", value_delimiter = ',')]
+    device: Vec<Compute>,
+    /// Where frames come from: the dataset's frame store when it has one (auto), read as
+    /// batches are drawn (stream: memory stays flat), or all preprocessed into memory first.
+    #[arg(long, value_enum, default_value_t = LoaderArg::Auto)]
+    loader: LoaderArg,
+    /// Threads drawing batches ahead of the training step (default: half the cores, 1-8).
+    #[arg(long, value_name = "N")]
+    loader_threads: Option<usize>,
+}
+
+/// Frame loaders on the command line.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LoaderArg {
+    /// The frame store when there is one, else memory.
+    Auto,
+    /// Every frame preprocessed into memory first.
+    Memory,
+    /// Frames read from the frame store as batches are drawn.
+    Stream,
+}
+
+impl From<LoaderArg> for Loader {
+    fn from(l: LoaderArg) -> Self {
+        match l {
+            LoaderArg::Auto => Loader::Auto,
+            LoaderArg::Memory => Loader::Memory,
+            LoaderArg::Stream => Loader::Stream,
+        }
+    }
+}
+
+/// Phantom layouts on the command line.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum CohortArg {
+    /// PNG clip folders only.
+    Png,
+    /// The frame store only (the cheap form of a large cohort).
+    Store,
+    /// Both.
+    Both,
+}
+
+impl From<CohortArg> for CohortFormat {
+    fn from(f: CohortArg) -> Self {
+        match f {
+            CohortArg::Png => CohortFormat::Png,
+            CohortArg::Store => CohortFormat::Store,
+            CohortArg::Both => CohortFormat::Both,
+        }
+    }
 }
 
 impl PretrainArgs {
@@ -215,6 +270,21 @@ struct ExperimentArgs {
     /// Leave out the random-initialisation baseline.
     #[arg(long)]
     no_scratch: bool,
+    /// Floors every backbone must beat: `pixels` = logistic regression on the frames averaged
+    /// down to `--pixels-side` pixels, with the same folds, head training and evaluation.
+    #[arg(long = "baseline", value_enum, value_name = "KIND")]
+    baselines: Vec<BaselineArg>,
+    /// Side of the pixel baseline's downsampled frame.
+    #[arg(long, default_value_t = 32)]
+    pixels_side: usize,
+    /// k-fold cross-validation by patient (the folds of the dataset's split.json): each fold's
+    /// patients are tested once by a model trained on the others, and results are pooled
+    /// out of fold. Without it, the fixed train/validation/test split.
+    #[arg(long, value_name = "K")]
+    folds: Option<usize>,
+    /// Run length, in evaluated frames, of the clip rule "longest run above threshold".
+    #[arg(long, default_value_t = 3)]
+    clip_run: usize,
     /// External test set, `NAME=DIR` or `DIR` (repeat for several); evaluated whole.
     #[arg(long = "external", value_name = "NAME=DIR")]
     externals: Vec<String>,
@@ -256,9 +326,19 @@ struct ExperimentArgs {
     out: PathBuf,
 }
 
+/// Baselines on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum BaselineArg {
+    /// Logistic regression on downsampled pixels.
+    Pixels,
+}
+
 impl ExperimentArgs {
     fn experiment(&self, methods: Vec<Method>, fractions: Vec<f64>) -> Experiment {
         let mut inits: Vec<Init> = Vec::new();
+        if self.baselines.contains(&BaselineArg::Pixels) {
+            inits.push(Init::Pixels(self.pixels_side));
+        }
         if !self.no_scratch {
             inits.push(Init::Scratch);
         }
@@ -287,6 +367,8 @@ impl ExperimentArgs {
             stride: self.stride,
             split_seed: self.split_seed,
             bootstrap: self.bootstrap,
+            folds: self.folds,
+            clip_run: self.clip_run,
             ..base
         }
     }
@@ -313,9 +395,11 @@ struct PrepareArgs {
     /// `auto` (the region that moves over the clip), `full`, or `x,y,width,height`.
     #[arg(long, default_value = "auto")]
     crop: String,
-    /// Longest side of the stored frames in pixels.
-    #[arg(long, default_value_t = 256)]
-    max_side: usize,
+    /// Scale stored frames down to this longest side in pixels (smaller datasets; the frames
+    /// are then resized twice). Without it frames keep the crop's own resolution, and the
+    /// trainer feeds the network exactly the tensor the runtime computes from the same pixels.
+    #[arg(long)]
+    max_side: Option<usize>,
     /// Fraction of patients for validation.
     #[arg(long, default_value_t = 0.2)]
     validation: f64,
@@ -372,9 +456,14 @@ enum Command {
         /// Its folder.
         #[arg(long)]
         root: PathBuf,
-        /// Labels CSV to write.
+        /// Labels CSV to write (with `<name>.provenance.json` beside it: the rule and the
+        /// class counts under every rule).
         #[arg(long)]
         out: PathBuf,
+        /// How the A-/B-line notes become the `lines` label: `exclusive` (A only vs B only, the
+        /// paper's task), `b-present` (any B-lines vs A only) or `severity` (score 0 vs >= 2).
+        #[arg(long, value_enum, default_value_t = LinesRule::Exclusive)]
+        lines_rule: LinesRule,
     },
     /// Print the tables of an experiment's summary.json again (and rewrite its summary.md).
     Report {
@@ -383,7 +472,8 @@ enum Command {
     },
     /// Time one pretraining step (forward, loss, backward, update) on random inputs; JSON out.
     BenchStep(BenchStepArgs),
-    /// Write a synthetic lung-ultrasound cohort: clips/<clip>/frame_NNNN.png + labels.csv.
+    /// Write a synthetic lung-ultrasound cohort: labels.csv, and clips/<clip>/frame_NNNN.png
+    /// and/or the frame store frames/ (`--format`).
     Phantom {
         /// Output folder.
         #[arg(long)]
@@ -400,6 +490,38 @@ enum Command {
         /// Seed (same seed, same pixels).
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// PNG clip folders, the frame store, or both.
+        #[arg(long, value_enum, default_value_t = CohortArg::Both)]
+        format: CohortArg,
+    },
+    /// Write the frame store (frames/) of a dataset from its PNG clip folders, replacing any
+    /// earlier one: how a dataset prepared before the store existed is made streamable.
+    Convert {
+        /// Dataset folder (labels.csv + clips/).
+        #[arg(long)]
+        data: PathBuf,
+        /// Read every stored frame back and check it afterwards.
+        #[arg(long)]
+        verify: bool,
+    },
+    /// Run one pretraining step on --device and on the CPU (flex) from the same weights and
+    /// inputs and print how far apart they are (JSON); exits 1 beyond --tolerance.
+    CheckStep {
+        /// The device checked: wgpu, wgpu:cpu, cuda or cuda:N.
+        #[arg(long)]
+        device: Compute,
+        /// SSL method.
+        #[arg(long, value_enum, default_value_t = MethodArg::Simclr)]
+        method: MethodArg,
+        /// Frames per step.
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
+        /// Input side in pixels.
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+        /// Largest relative difference accepted (loss, embeddings, weight updates).
+        #[arg(long, default_value_t = 1e-3)]
+        tolerance: f64,
     },
     /// Train heads on a frozen backbone and per-task whole networks, and export a model pack.
     BuildPack {
@@ -424,6 +546,13 @@ enum Command {
         /// Optimiser steps of the multi-task backbone.
         #[arg(long, default_value_t = 200)]
         backbone_steps: usize,
+        /// With --pretrained: steps of supervised multi-task fine-tuning of the shared backbone
+        /// before it is frozen (0 = the self-supervised features as they are).
+        #[arg(long, default_value_t = 0)]
+        shared_steps: usize,
+        /// Adam learning rate of that fine-tuning.
+        #[arg(long, default_value_t = 1e-4)]
+        shared_lr: f64,
         /// Head kind.
         #[arg(long, value_enum, default_value_t = HeadArg::Mlp)]
         head: HeadArg,
@@ -445,8 +574,12 @@ enum Command {
 fn run_pretrain(args: PretrainArgs) -> Result<()> {
     let config = args.config()?;
     if let Some(n) = args.dump_views {
-        let raw = InputSpec::unnormalised(config.size, config.size);
-        let frames = FrameSet::load(&args.data, &STANDARD, &raw, config.stride.max(1))?;
+        let frames = FrameSet::load(
+            &args.data,
+            &TaskSet::standard(),
+            [config.size; 2],
+            config.stride.max(1),
+        )?;
         let picked: Vec<Vec<f32>> = (0..frames.len())
             .step_by((frames.len() / n.max(1)).max(1))
             .take(n)
@@ -473,8 +606,13 @@ fn run_pretrain(args: PretrainArgs) -> Result<()> {
     } else {
         Start::Fresh
     };
-    let device = args.device.device()?;
-    let info = pretrain(&args.data, &args.out, &config, start, None, &device)?;
+    let options = RunOptions {
+        devices: DeviceSet::new(&args.device)?,
+        loader: args.loader.into(),
+        loader_threads: args.loader_threads.unwrap_or_else(default_loader_threads),
+        stop_after: None,
+    };
+    let info = pretrain_with(&args.data, &args.out, &config, start, &options)?;
     eprintln!(
         "pretrained {} for {} steps: {} (loss curve {}, backbone {})",
         info.method,
@@ -524,9 +662,9 @@ fn run_prepare(args: PrepareArgs) -> Result<()> {
 
 fn run_experiment(args: &ExperimentArgs, methods: Vec<Method>, fractions: Vec<f64>) -> Result<()> {
     let experiment = args.experiment(methods, fractions);
-    let rows = execute(&experiment)?;
-    write_summary(&args.out, &experiment, &rows)?;
-    print!("{}", markdown(&rows));
+    let outcome = execute(&experiment)?;
+    write_summary(&args.out, &experiment, &outcome)?;
+    print!("{}", full_markdown(&outcome));
     eprintln!(
         "wrote {} (rows), {} (tables) and ROC curves in {}",
         args.out.join("summary.json").display(),
@@ -561,23 +699,44 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Prepare(args) => run_prepare(args),
         Command::Report { summary } => {
-            let md = markdown(&read_rows(&summary)?);
+            let outcome = Outcome {
+                rows: read_rows(&summary)?,
+                cv: read_cv(&summary)?,
+                notes: read_notes(&summary)?,
+            };
+            let md = full_markdown(&outcome);
             let out = summary.with_file_name("summary.md");
             pleura::fsutil::write_atomic(&out, md.as_bytes())?;
             print!("{md}");
             Ok(())
         }
-        Command::Adapt { dataset, root, out } => {
+        Command::Adapt {
+            dataset,
+            root,
+            out,
+            lines_rule,
+        } => {
             let PublicDataset::CovidBlues = dataset;
-            let c = write_blues_labels(&root, &out)?;
+            let c = write_blues_labels(&root, &out, lines_rule)?;
             eprintln!(
-                "wrote {}: {} patients; lines: {} b_lines, {} a_lines, {} unlabelled",
+                "wrote {} ({} patients), lines rule `{}`",
                 out.display(),
                 c.patients,
-                c.b_lines,
-                c.a_lines,
-                c.unlabelled
+                lines_rule.name()
             );
+            for (rule, n) in &c.counts {
+                eprintln!(
+                    "  {rule:<10} {:>4} a_lines {:>4} b_lines {:>4} unlabelled{}",
+                    n.a_lines,
+                    n.b_lines,
+                    n.unlabelled,
+                    if rule == lines_rule.name() {
+                        "  <- written"
+                    } else {
+                        ""
+                    }
+                );
+            }
             Ok(())
         }
         Command::BenchStep(args) => {
@@ -599,14 +758,62 @@ pub fn run(cli: Cli) -> Result<()> {
             println!("{}", serde_json::to_string(&bench)?);
             Ok(())
         }
+        Command::Convert { data, verify } => {
+            let summary = store::convert(&data)?;
+            eprintln!(
+                "wrote {} frames of {} clips in {} shards ({:.1} MiB) to {}",
+                summary.frames,
+                summary.clips,
+                summary.shards,
+                summary.bytes as f64 / (1 << 20) as f64,
+                summary.dir.display()
+            );
+            if verify {
+                let n = store::FrameStore::open(&data)?.verify()?;
+                eprintln!("read back and checked {n} frames");
+            }
+            Ok(())
+        }
+        Command::CheckStep {
+            device,
+            method,
+            batch,
+            size,
+            tolerance,
+        } => {
+            let config = PretrainConfig {
+                method: method.into(),
+                batch,
+                size,
+                ..PretrainConfig::default()
+            };
+            let reference = Device::flex();
+            let checked = device.device()?;
+            let c = compare_step(
+                &config,
+                (&reference, "cpu (flex)"),
+                (&checked, &device.to_string()),
+            )?;
+            println!("{}", serde_json::to_string_pretty(&c)?);
+            anyhow::ensure!(
+                c.within(tolerance),
+                "{device} differs from the CPU by more than {tolerance} (relative): loss {:.2e}, \
+                 embeddings {:.2e}, weight updates {:.2e}",
+                c.loss_rel_diff,
+                c.embedding_rel_diff,
+                c.update_rel_diff
+            );
+            Ok(())
+        }
         Command::Phantom {
             out,
             clips,
             frames,
             size,
             seed,
+            format,
         } => {
-            write_cohort(
+            write_cohort_as(
                 &out,
                 &PhantomOptions {
                     clips,
@@ -614,6 +821,7 @@ pub fn run(cli: Cli) -> Result<()> {
                     size,
                     seed,
                 },
+                format.into(),
             )?;
             eprintln!(
                 "wrote {clips} clips of {frames} frames to {}",
@@ -629,6 +837,8 @@ pub fn run(cli: Cli) -> Result<()> {
             backbone,
             pretrained,
             backbone_steps,
+            shared_steps,
+            shared_lr,
             head,
             head_steps,
             finetune_steps,
@@ -649,6 +859,8 @@ pub fn run(cli: Cli) -> Result<()> {
                     (None, BackboneArg::Multitask) => BackboneInit::Multitask,
                 },
                 backbone_steps,
+                shared_steps,
+                shared_lr,
                 head: HeadTraining {
                     kind,
                     steps: head_steps,

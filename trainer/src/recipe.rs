@@ -24,7 +24,7 @@ use crate::export::pack::{write_pack, PackExport, TaskExport};
 use crate::export::quantize::{int8_head_model, QuantizedHead};
 use crate::export::{onnx, tract_eval};
 use crate::model::{FullNetwork, FullNetworkConfig, HeadConfig, MobileNetV3Config};
-use crate::tasks::{TaskDef, STANDARD};
+use crate::tasks::TaskSet;
 use crate::train::calibrate::scratch_backbone;
 use crate::train::finetune::{finetune, network_scores, FinetuneTraining};
 use crate::train::labelled;
@@ -77,6 +77,12 @@ pub struct PackRecipe {
     pub backbone: BackboneInit,
     /// Optimiser steps of the multi-task backbone training.
     pub backbone_steps: usize,
+    /// With a pretrained backbone: steps of supervised multi-task fine-tuning of the shared
+    /// backbone (all tasks' labels at once, learning rate `shared_lr`) before it is frozen
+    /// for the heads; 0 keeps the self-supervised features as they are.
+    pub shared_steps: usize,
+    /// Adam learning rate of that fine-tuning.
+    pub shared_lr: f64,
     /// Head training.
     pub head: HeadTraining,
     /// Whole-network training.
@@ -101,6 +107,10 @@ pub struct TaskReport {
     pub task: String,
     /// Frames per part.
     pub frames: BTreeMap<String, usize>,
+    /// Test clips of the negative and the positive class. A test AUC over a few clips is a
+    /// coarse number: with 2 clips a class it can only be a multiple of 0.25 (frames of one
+    /// clip score alike), so a head that ranks one clip of each class wrong reads 0.5.
+    pub test_clips: [usize; 2],
     /// Validation / test AUC of the head on frozen features.
     pub head_val_auc: Option<f64>,
     /// See `head_val_auc`.
@@ -122,6 +132,9 @@ pub struct TaskReport {
     /// The head the runtime runs by default (f32; see [`INT8_AUC_TOLERANCE`]).
     pub head_default: Quantization,
 }
+
+/// Fewer test clips of a class than this make the pack's test AUC a coarse number (warned).
+pub const MIN_TEST_CLIPS: usize = 5;
 
 /// The goal for an int8 head: its test AUC within this of the f32 head's (issue 5). Meeting it
 /// does not make int8 the default: in tract 0.23.9 an int8 head at batch 1 takes about twice the
@@ -176,7 +189,8 @@ impl Int8Check {
 
 /// Runs the recipe and writes the pack to `out`. Returns the per-task report.
 pub fn build_pack(recipe: &PackRecipe, out: &Path) -> Result<Vec<TaskReport>> {
-    let tasks: &[TaskDef] = &STANDARD;
+    let task_set = TaskSet::standard();
+    let tasks = &task_set;
     ensure!(
         recipe.size >= 32,
         "--size must be at least 32 pixels (MobileNetV3 downsamples 32x), got {}",
@@ -190,7 +204,7 @@ pub fn build_pack(recipe: &PackRecipe, out: &Path) -> Result<Vec<TaskReport>> {
         "training steps and batch sizes must be positive"
     );
     let raw = InputSpec::unnormalised(recipe.size, recipe.size);
-    let mut frames = FrameSet::load(&recipe.data, tasks, &raw, recipe.stride)?;
+    let mut frames = FrameSet::load(&recipe.data, tasks, [recipe.size; 2], recipe.stride)?;
     let parts = dataset_parts(
         &recipe.data,
         &frames.clips,
@@ -220,7 +234,7 @@ pub fn build_pack(recipe: &PackRecipe, out: &Path) -> Result<Vec<TaskReport>> {
         Some((_, info)) => (info.input.mean, info.input.std),
         None => frames.stats(&train_frames),
     };
-    frames.normalise(mean, std);
+    frames.normalise(mean, std)?;
     let input = InputSpec { mean, std, ..raw };
     log::info!(
         "{} frames of {} clips; normalisation mean {mean:.4} std {std:.4}",
@@ -231,13 +245,37 @@ pub fn build_pack(recipe: &PackRecipe, out: &Path) -> Result<Vec<TaskReport>> {
     let plain = Device::flex();
     let backbone_config = MobileNetV3Config::small().with_seed(recipe.seed);
     let backbone = match (&pretrained, &recipe.backbone) {
+        (Some(_), BackboneInit::Pretrained(run)) if recipe.shared_steps > 0 => {
+            let opts = FinetuneTraining {
+                steps: recipe.shared_steps,
+                lr: recipe.shared_lr,
+                head_lr: None,
+                ..recipe.finetune.clone()
+            };
+            let start = load_backbone_on(run, &plain.clone().autodiff())?.0;
+            train_shared_backbone(
+                &backbone_config,
+                Some(start),
+                tasks.len(),
+                &frames,
+                &train_frames,
+                &opts,
+            )
+        }
         (Some((model, _)), _) => model.clone(),
         (None, BackboneInit::Multitask) => {
             let opts = FinetuneTraining {
                 steps: recipe.backbone_steps,
                 ..recipe.finetune.clone()
             };
-            train_shared_backbone(&backbone_config, tasks.len(), &frames, &train_frames, &opts)
+            train_shared_backbone(
+                &backbone_config,
+                None,
+                tasks.len(),
+                &frames,
+                &train_frames,
+                &opts,
+            )
         }
         (None, _) => scratch_backbone(&backbone_config, &frames, &train_frames),
     };
@@ -260,7 +298,7 @@ pub fn build_pack(recipe: &PackRecipe, out: &Path) -> Result<Vec<TaskReport>> {
             seed: recipe.seed + t as u64,
             ..recipe.head.clone()
         };
-        let head = train_probe(&features, dim, &train, &val, &head_opts, def.name);
+        let head = train_probe(&features, dim, &train, &val, &head_opts, &def.name);
         let head_test = roc_auc(
             &head.model.scores(&features, dim, &test.index, &plain),
             &test.positive,
@@ -287,14 +325,14 @@ pub fn build_pack(recipe: &PackRecipe, out: &Path) -> Result<Vec<TaskReport>> {
             seed: recipe.seed + t as u64,
             ..recipe.finetune.clone()
         };
-        let net = finetune(net, &frames, &train, &val, &ft_opts, def.name);
+        let net = finetune(net, &frames, &train, &val, &ft_opts, &def.name);
         let net_test = roc_auc(
             &network_scores(&net.model, &frames, &test.index, &plain),
             &test.positive,
         );
 
         let folded = head.model.fold();
-        let int8 = Int8Check::run(&folded, def.name, &features, dim, &train.index, &test)?;
+        let int8 = Int8Check::run(&folded, &def.name, &features, dim, &train.index, &test)?;
         // See INT8_AUC_TOLERANCE: f32 stays the head the runtime runs by default.
         let head_default = Quantization::F32;
         log::info!(
@@ -309,8 +347,32 @@ pub fn build_pack(recipe: &PackRecipe, out: &Path) -> Result<Vec<TaskReport>> {
             }
         );
 
+        let test_clips = [false, true].map(|positive| {
+            let mut clips: Vec<usize> = test
+                .index
+                .iter()
+                .zip(&test.positive)
+                .filter(|(_, &p)| p == positive)
+                .map(|(&i, _)| frames.frame_clip[i])
+                .collect();
+            clips.sort_unstable();
+            clips.dedup();
+            clips.len()
+        });
+        if test_clips.iter().any(|&n| n < MIN_TEST_CLIPS) {
+            log::warn!(
+                "task `{}`: the test split holds {} / {} clips of {} / {}: its test AUC is a coarse \
+                 number (use more clips, or `pleura-train probe --folds 5` for an estimate)",
+                def.name,
+                test_clips[0],
+                test_clips[1],
+                def.classes[0],
+                def.classes[1]
+            );
+        }
         let report = TaskReport {
-            task: def.name.to_string(),
+            task: def.name.clone(),
+            test_clips,
             frames: [
                 ("train", train.len()),
                 ("validation", val.len()),
@@ -348,7 +410,8 @@ pub fn build_pack(recipe: &PackRecipe, out: &Path) -> Result<Vec<TaskReport>> {
         log::info!("{report:?}");
         reports.push(report);
         exports.push(TaskExport {
-            def,
+            index: t,
+            tasks,
             head: folded,
             kind: recipe.head.kind,
             int8: Some(int8.head),
@@ -362,8 +425,16 @@ pub fn build_pack(recipe: &PackRecipe, out: &Path) -> Result<Vec<TaskReport>> {
     let backbone_init = match (&recipe.backbone, &pretrained) {
         (BackboneInit::Pretrained(run), Some((_, info))) => {
             seeds.insert("pretrain".into(), info.backbone.seed);
+            let shared = if recipe.shared_steps > 0 {
+                format!(
+                    ", then {} steps of supervised multi-task fine-tuning of the shared backbone (Adam, lr {})",
+                    recipe.shared_steps, recipe.shared_lr
+                )
+            } else {
+                String::new()
+            };
             format!(
-                "{} self-supervised pretraining, {} steps (run {}; its config.json has the settings), frozen",
+                "{} self-supervised pretraining, {} steps (run {}; its config.json has the settings){shared}, frozen",
                 info.method,
                 info.steps,
                 run.display()

@@ -3,15 +3,16 @@
 //! error their quantisation steps allow of the f32 heads, and run in integers.
 
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
-use pleura::engine::{Engine, TaskMode};
+use pleura::engine::{Engine, EngineChoice, EngineConfig};
 use pleura::pack::{InputSpec, Pack, Provenance, Quantization};
+use pleura::tasks::TaskMode;
 use pleura_trainer::data::frames::FrameSet;
 use pleura_trainer::export::onnx;
 use pleura_trainer::export::pack::{write_pack, PackExport, TaskExport};
 use pleura_trainer::export::quantize::{int8_head_model, QuantizedHead};
 use pleura_trainer::export::tract_eval;
 use pleura_trainer::model::{FullNetwork, HeadConfig, HeadKind, MobileNetV3, MobileNetV3Config};
-use pleura_trainer::tasks::STANDARD;
+use pleura_trainer::tasks::TaskSet;
 use pleura_trainer::train::calibrate::recalibrate_batchnorm;
 use pleura_trainer::train::to_vec;
 use tract_onnx::prelude::{tvec, DatumExt, Framework, InferenceModelExt, IntoRunnable};
@@ -41,7 +42,9 @@ fn trained_backbone(seed: u64) -> MobileNetV3 {
             .map(|v| v * 2.0 + 0.5)
             .collect(),
         frame_clip: vec![0; 8],
+        position: (0..8).collect(),
         clips: vec![],
+        clip_seconds: vec![],
     };
     recalibrate_batchnorm(&model, &frames, &(0..8).collect::<Vec<_>>(), 4)
 }
@@ -156,12 +159,13 @@ fn pack_round_trip_through_the_runtime_engine() {
         .iter()
         .map(|h| QuantizedHead::calibrate(&h.fold(), &calibration, 576, &[0, 1, 2, 3]).unwrap())
         .collect();
-    let tasks = STANDARD
-        .iter()
+    let set = TaskSet::standard();
+    let tasks = (0..set.len())
         .zip(&heads)
         .zip(&int8)
-        .map(|((def, head), q)| TaskExport {
-            def,
+        .map(|((index, head), q)| TaskExport {
+            index,
+            tasks: &set,
             head: head.fold(),
             kind: HeadKind::mlp(),
             int8: Some(q.clone()),
@@ -194,10 +198,20 @@ fn pack_round_trip_through_the_runtime_engine() {
     let pack = Pack::load(dir.path()).unwrap();
     assert_eq!(pack.manifest.backbone.parameters, 926_720);
     assert_eq!(pack.model_files(), 10);
-    let engine = Engine::new(&pack, true).unwrap();
+    let networks = pack.load_networks().unwrap();
+    let engine = Engine::with_networks(
+        &pack,
+        &networks,
+        &EngineConfig::default(),
+        &EngineChoice::default(),
+    )
+    .unwrap();
     assert_eq!(engine.head_forms(), [Quantization::F32; 3]);
     let mut session = engine.session().unwrap();
-    let result = session.infer(&input, TaskMode::AllTasks).unwrap();
+    let features = session.features(&input).unwrap();
+    let shared_p: Vec<f32> = (0..3)
+        .map(|t| session.head(t, &features).unwrap())
+        .collect();
     let feats = Tensor::<2>::from_data(
         TensorData::new(burn_features(&backbone, &input, 1), [1, 576]),
         &device,
@@ -206,8 +220,8 @@ fn pack_round_trip_through_the_runtime_engine() {
         let expected = to_vec(burn::tensor::activation::sigmoid(
             head.forward(feats.clone()),
         ))[0];
-        let shared = result.probabilities[t].unwrap();
-        let serial = session.serial(t, &input).unwrap();
+        let shared = shared_p[t];
+        let serial = session.network(t, &input).unwrap();
         assert!(
             (shared - expected).abs() <= 1e-4,
             "task {t}: shared {shared} vs burn {expected}"
@@ -218,26 +232,25 @@ fn pack_round_trip_through_the_runtime_engine() {
         );
     }
     // The hierarchy runs the view head and exactly one of the two gated heads.
-    let h = session.infer(&input, TaskMode::Hierarchy).unwrap();
-    let view_is_pleural = h.probabilities[0].unwrap() >= 0.5;
-    assert_eq!(h.probabilities[1].is_some(), !view_is_pleural);
-    assert_eq!(h.probabilities[2].is_some(), view_is_pleural);
+    let mut decisions = vec![None; 3];
+    for t in 0..3 {
+        if pack.tasks.runs(TaskMode::Hierarchy, t, &decisions) {
+            decisions[t] = Some(pack.tasks[t].decide(shared_p[t]));
+        }
+    }
+    let view_is_pleural = shared_p[0] >= 0.5;
+    assert_eq!(decisions[1].is_some(), !view_is_pleural);
+    assert_eq!(decisions[2].is_some(), view_is_pleural);
 
     // What `pleura run --heads int8` does: every task runs its int8 head file.
     let mut pack = pack;
     pack.select_heads(Quantization::Int8).unwrap();
-    let engine = Engine::new(&pack, false).unwrap();
+    let engine = Engine::new(&pack).unwrap();
     assert_eq!(engine.head_forms(), [Quantization::Int8; 3]);
-    let q = engine
-        .session()
-        .unwrap()
-        .infer(&input, TaskMode::AllTasks)
-        .unwrap();
+    let mut session8 = engine.session().unwrap();
+    let features8 = session8.features(&input).unwrap();
     for (t, (head, quantized)) in heads.iter().zip(&int8).enumerate() {
-        let (p8, p32) = (
-            q.probabilities[t].unwrap(),
-            result.probabilities[t].unwrap(),
-        );
+        let (p8, p32) = (session8.head(t, &features8).unwrap(), shared_p[t]);
         let bound = quantized.error_bound(&head.fold(), &calibration[3 * 576..]);
         assert!(
             (p8 - p32).abs() <= bound + 1e-3,
@@ -251,16 +264,16 @@ fn int8_pack(dir: &std::path::Path) {
     let device = Device::flex();
     let backbone = MobileNetV3Config::small().with_seed(6).init(&device);
     let features = random(vec![4, 576], 13);
-    let tasks = STANDARD
-        .iter()
-        .enumerate()
-        .map(|(t, def)| {
+    let set = TaskSet::standard();
+    let tasks = (0..set.len())
+        .map(|t| {
             let head = HeadConfig::new(HeadKind::Linear, 576)
                 .with_seed(20 + t as u64)
                 .init(&device)
                 .fold();
             TaskExport {
-                def,
+                index: t,
+                tasks: &set,
                 int8: Some(QuantizedHead::calibrate(&head, &features, 576, &[0, 1, 2, 3]).unwrap()),
                 quantization: Quantization::Int8,
                 network: (backbone.fold(), head.clone()),
@@ -294,11 +307,11 @@ fn int8_heads_default_from_the_manifest_and_corruption_is_refused() {
         pack.manifest.tasks[0].head.int8.as_ref().unwrap().file,
         "heads/view.int8.onnx"
     );
-    let engine = Engine::new(&pack, false).unwrap();
+    let engine = Engine::new(&pack).unwrap();
     assert_eq!(engine.head_forms(), [Quantization::Int8; 3]);
     pack.select_heads(Quantization::F32).unwrap();
     assert_eq!(
-        Engine::new(&pack, false).unwrap().head_forms(),
+        Engine::new(&pack).unwrap().head_forms(),
         [Quantization::F32; 3]
     );
 

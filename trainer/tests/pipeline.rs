@@ -2,7 +2,7 @@
 //! runtime verifies and runs.
 
 use burn::tensor::Device;
-use pleura::engine::{Engine, TaskMode};
+use pleura::engine::Engine;
 use pleura::pack::Pack;
 use pleura_trainer::data::phantom::{write_cohort, PhantomOptions};
 use pleura_trainer::experiment::report::write_summary;
@@ -25,6 +25,8 @@ fn tiny_recipe(data: PathBuf, size: usize, backbone: BackboneInit) -> PackRecipe
         seed: 1,
         backbone,
         backbone_steps: 2,
+        shared_steps: 0,
+        shared_lr: 1e-4,
         head: HeadTraining {
             kind: HeadKind::Linear,
             steps: 4,
@@ -72,14 +74,16 @@ fn phantom_to_pack_to_runtime() {
     );
     assert!(m.provenance.synthetic);
     assert!(m.input.std > 0.0 && m.input.mean > 0.0);
-    let engine = Engine::new(&pack, true).unwrap();
+    // The per-task networks verify when asked; the shared backbone and every head run.
+    pack.load_networks().unwrap();
+    let engine = Engine::new(&pack).unwrap();
     let mut session = engine.session().unwrap();
     let input = vec![0.0f32; engine.input_len()];
-    let r = session.infer(&input, TaskMode::AllTasks).unwrap();
-    assert!(r
-        .probabilities
-        .iter()
-        .all(|p| p.is_some_and(|p| (0.0..=1.0).contains(&p))));
+    let features = session.features(&input).unwrap();
+    for t in 0..pack.tasks.len() {
+        let p = session.head(t, &features).unwrap();
+        assert!((0.0..=1.0).contains(&p), "task {t}: {p}");
+    }
 }
 
 #[test]
@@ -198,20 +202,23 @@ fn a_pretrained_run_becomes_the_shared_backbone_and_the_fine_tuning_start() {
         bootstrap: 50,
         ..Experiment::new(recipe.data.clone())
     };
-    let rows = execute(&experiment).unwrap();
+    let outcome = execute(&experiment).unwrap();
+    let rows = &outcome.rows;
     assert_eq!(
         rows.len(),
         2 * 3 * 2 * 2,
         "backbones x tasks x methods x fractions"
     );
     assert_eq!(rows[0].init, "scratch");
-    assert_eq!(rows[12].init, "simclr");
+    // Rows are named by the pretraining run's folder, with the SSL method beside it.
+    assert_eq!(rows[12].init, run.file_name().unwrap().to_str().unwrap());
+    assert_eq!(rows[12].method, "simclr");
     assert_eq!(rows[2].head, "finetune");
     assert!(
         rows[0].train_frames < rows[1].train_frames,
         "half the labels, then all"
     );
-    for row in &rows {
+    for row in rows {
         let external = &row.external["again"];
         assert!(external.frames > row.test.frames && external.clips > 0);
         if let (Some(auc), Some([lo, hi])) = (row.test_auc, row.test_auc_ci) {
@@ -219,16 +226,16 @@ fn a_pretrained_run_becomes_the_shared_backbone_and_the_fine_tuning_start() {
         }
     }
     let report = tmp.path().join("report");
-    write_summary(&report, &experiment, &rows).unwrap();
+    write_summary(&report, &experiment, &outcome).unwrap();
     let md = std::fs::read_to_string(report.join("summary.md")).unwrap();
     assert!(
-        md.contains("| simclr | linear | 100% |") && md.contains("### again"),
+        md.contains(&format!("| {} | linear | 100% |", rows[12].init)) && md.contains("### again"),
         "{md}"
     );
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(report.join("summary.json")).unwrap()).unwrap();
     assert_eq!(json["rows"].as_array().unwrap().len(), 24);
-    assert_eq!(json["rows"][12]["init"], "simclr");
+    assert_eq!(json["rows"][12]["method"], "simclr");
     assert!(report.join("roc_lines_local_test.png").is_file());
     assert!(report.join("label_efficiency_view_again.png").is_file());
 }

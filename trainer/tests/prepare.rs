@@ -4,13 +4,12 @@
 use std::path::Path;
 use std::process::Command;
 
-use pleura::pack::InputSpec;
 use pleura_trainer::data::frames::FrameSet;
 use pleura_trainer::data::ingest::{prepare, Crop, PrepareOptions, SourceKind};
 use pleura_trainer::data::labels;
 use pleura_trainer::data::phantom::{write_cohort, PhantomOptions};
 use pleura_trainer::data::split::{DatasetSplit, SplitOptions};
-use pleura_trainer::tasks::STANDARD;
+use pleura_trainer::tasks::TaskSet;
 
 fn ffmpeg(args: &[&str]) {
     let out = Command::new("ffmpeg")
@@ -28,10 +27,16 @@ fn ffmpeg(args: &[&str]) {
 /// Encodes the PNG frames of `dir` into `out` (the container and codec follow the extension).
 fn encode(dir: &Path, out: &Path) {
     let pattern = dir.join("frame_%04d.png");
-    let mut args = vec!["-framerate", "10", "-i", pattern.to_str().unwrap()];
-    match out.extension().unwrap().to_str().unwrap() {
+    let ext = out.extension().unwrap().to_str().unwrap();
+    // MPEG-2 allows only the standard frame rates.
+    let rate = if ext == "mpeg" { "25" } else { "10" };
+    let mut args = vec!["-framerate", rate, "-i", pattern.to_str().unwrap()];
+    match ext {
         "mp4" => args.extend(["-c:v", "libx264", "-pix_fmt", "yuv420p"]),
         "avi" => args.extend(["-c:v", "mjpeg", "-q:v", "3"]),
+        // An MPEG-2 program stream: its video stream carries side data, which made ffprobe's
+        // CSV output `96x96x` and had such clips skipped (issue 15).
+        "mpeg" => args.extend(["-c:v", "mpeg2video", "-f", "mpeg"]),
         _ => {}
     }
     args.push(out.to_str().unwrap());
@@ -52,16 +57,17 @@ fn videos_images_and_broken_clips_become_a_dataset() {
         },
     )
     .unwrap();
-    let rows = labels::read(&phantom.join("labels.csv"), &STANDARD).unwrap();
+    let rows = labels::read(&phantom.join("labels.csv"), &TaskSet::standard()).unwrap();
 
-    // The archive: clips 0-3 as mp4, 4-5 as avi, 6 as gif, 7-9 as image folders (one JPEG
+    // The archive: clips 0-2 as mp4, 3 as an MPEG-2 program stream, 4-5 as avi, 6 as gif, 7-9 as image folders (one JPEG
     // frame among the PNGs), 10 corrupt, 11 missing.
     let archive = tmp.path().join("archive");
     std::fs::create_dir_all(&archive).unwrap();
     for (i, row) in rows.iter().enumerate() {
         let src = phantom.join("clips").join(&row.clip);
         match i {
-            0..=3 => encode(&src, &archive.join(format!("{}.mp4", row.clip))),
+            0..=2 => encode(&src, &archive.join(format!("{}.mp4", row.clip))),
+            3 => encode(&src, &archive.join(format!("{}.mpeg", row.clip))),
             4..=5 => encode(&src, &archive.join(format!("{}.avi", row.clip))),
             6 => encode(&src, &archive.join(format!("{}.gif", row.clip))),
             7..=9 => {
@@ -96,7 +102,7 @@ fn videos_images_and_broken_clips_become_a_dataset() {
         stride: 2,
         max_frames: None,
         crop: Crop::Auto,
-        max_side: 64,
+        max_side: Some(64),
         split: SplitOptions {
             validation: 0.25,
             test: 0.25,
@@ -113,6 +119,15 @@ fn videos_images_and_broken_clips_become_a_dataset() {
         kinds.iter().filter(|k| **k == SourceKind::Images).count(),
         3
     );
+    // Seconds between stored frames (stride 2): from each video's frame rate; none for folders.
+    let seconds: Vec<Option<f64>> = report.prepared.iter().map(|c| c.frame_seconds).collect();
+    assert_eq!(seconds[..3], [Some(0.2); 3], "mp4 at 10 fps");
+    assert_eq!(
+        seconds[3],
+        Some(0.08),
+        "the MPEG-2 program stream at 25 fps"
+    );
+    assert_eq!(seconds[7..], [None; 3], "image folders");
     for c in &report.prepared {
         assert_eq!(c.source_size, [96, 96]);
         assert!(c.stored_size[0] <= 64 && c.stored_size[1] <= 64, "{c:?}");
@@ -139,7 +154,7 @@ fn videos_images_and_broken_clips_become_a_dataset() {
     assert_eq!(info["synthetic"], false);
 
     // The dataset loads like any other, with the split prepare wrote.
-    let frames = FrameSet::load(&out, &STANDARD, &InputSpec::unnormalised(32, 32), 1).unwrap();
+    let frames = FrameSet::load(&out, &TaskSet::standard(), [32, 32], 1).unwrap();
     assert_eq!(frames.len(), 30);
     let split: DatasetSplit =
         serde_json::from_slice(&std::fs::read(out.join("split.json")).unwrap()).unwrap();
@@ -167,7 +182,7 @@ fn unusable_inputs_are_errors_naming_them() {
         stride: 1,
         max_frames: None,
         crop: Crop::Full,
-        max_side: 64,
+        max_side: Some(64),
         split: SplitOptions::default(),
     };
     let missing = tmp.path().join("nope.csv");

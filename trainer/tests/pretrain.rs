@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use burn::tensor::Device;
 use pleura_trainer::data::phantom::{write_cohort, PhantomOptions};
 use pleura_trainer::train::pretrain::{
-    load_backbone, pretrain, OptimizerKind, PretrainConfig, Start,
+    load_backbone, pretrain, OptimizerKind, PairConfig, PretrainConfig, Start,
 };
 use pleura_trainer::train::to_vec;
 
@@ -22,6 +22,11 @@ fn small_config() -> PretrainConfig {
         log_every: 2,
         projector: vec![32, 16],
         optimizer: OptimizerKind::Adamw,
+        // Half the pairs from two frames of a clip: resuming must redraw those partners too.
+        pairs: PairConfig {
+            temporal_p: 0.5,
+            ..PairConfig::default()
+        },
         ..PretrainConfig::default()
     }
 }

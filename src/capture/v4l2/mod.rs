@@ -21,9 +21,9 @@ use v4l::video::Capture;
 use v4l::{Device, FourCC};
 
 use self::stream::MmapStream;
+use super::config::CaptureConfig;
 use super::pixfmt::{PixelFormat, RawLayout, YuvRange};
 use super::raw::{RawFrame, RawSource};
-use super::spec::CaptureConfig;
 
 /// An open, streaming device.
 struct Open {
@@ -225,6 +225,10 @@ impl RawSource for V4l2Source {
 
     fn layout(&self) -> RawLayout {
         self.layout
+    }
+
+    fn reconnects(&self) -> u64 {
+        self.reconnects
     }
 
     fn describe(&self) -> String {

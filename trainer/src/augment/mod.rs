@@ -6,8 +6,9 @@
 //! [`FrameSet`](crate::data::frames::FrameSet) holds until
 //! [`FrameSet::normalise`](crate::data::frames::FrameSet::normalise) is called. Views come back
 //! in the same scale, clamped to `[0, 1]` (the display saturates, as a scanner's does); apply the
-//! pack's normalisation afterwards with [`normalise`] (or go back first with [`denormalise`]
-//! when only normalised frames are at hand). Brightness and contrast are therefore relative to
+//! pack's normalisation afterwards with the runtime's own step
+//! ([`network_normalise`](crate::data::frames::network_normalise)), or go back first with
+//! [`denormalise`] when only normalised frames are at hand. Brightness and contrast are therefore relative to
 //! the grey levels a person sees, whatever the normalisation.
 //!
 //! # The pipeline (in this order, each step drawn independently)
@@ -174,13 +175,7 @@ impl AugmentConfig {
     }
 }
 
-/// Applies `(x - mean) / std` to every value: a `[0, 1]` view becomes a network input.
-pub fn normalise(values: &mut [f32], mean: f32, std: f32) {
-    let inv = 1.0 / std;
-    values.iter_mut().for_each(|v| *v = (*v - mean) * inv);
-}
-
-/// Undoes [`normalise`]: `x * std + mean`, back to pixel scale `[0, 1]`.
+/// Undoes the runtime's normalisation: `x * std + mean`, back to pixel scale `[0, 1]`.
 pub fn denormalise(values: &mut [f32], mean: f32, std: f32) {
     values.iter_mut().for_each(|v| *v = *v * std + mean);
 }

@@ -255,7 +255,9 @@ fn depth_order_never_inverts_with_crop() {
 #[test]
 fn normalise_and_denormalise_invert_each_other() {
     let mut v = vec![0.0, 0.5, 1.0];
-    normalise(&mut v, 0.25, 0.5);
+    crate::data::frames::network_normalise(0.25, 0.5)
+        .unwrap()
+        .in_place(&mut v);
     assert_eq!(v, vec![-0.5, 0.5, 1.5]);
     denormalise(&mut v, 0.25, 0.5);
     assert_eq!(v, vec![0.0, 0.5, 1.0]);

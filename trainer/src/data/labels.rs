@@ -4,7 +4,7 @@ use std::path::Path;
 
 use anyhow::{bail, ensure, Context, Result};
 
-use crate::tasks::TaskDef;
+use crate::tasks::{class_of_cell, TaskSet};
 
 /// One row of the labels CSV.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -19,7 +19,7 @@ pub struct ClipLabels {
 
 /// Reads `path`, whose header must have `clip`, `patient` and a column per task of `tasks`
 /// (a missing task column means that task is not labelled anywhere).
-pub fn read(path: &Path, tasks: &[TaskDef]) -> Result<Vec<ClipLabels>> {
+pub fn read(path: &Path, tasks: &TaskSet) -> Result<Vec<ClipLabels>> {
     let mut reader = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
         .from_path(path)
@@ -36,7 +36,7 @@ pub fn read(path: &Path, tasks: &[TaskDef]) -> Result<Vec<ClipLabels>> {
             header
         );
     };
-    let task_cols: Vec<Option<usize>> = tasks.iter().map(|t| column(t.name)).collect();
+    let task_cols: Vec<Option<usize>> = tasks.iter().map(|t| column(&t.name)).collect();
     let mut rows = Vec::new();
     for (i, record) in reader.records().enumerate() {
         let line = i + 2;
@@ -63,7 +63,7 @@ pub fn read(path: &Path, tasks: &[TaskDef]) -> Result<Vec<ClipLabels>> {
             .iter()
             .zip(&task_cols)
             .map(|(task, col)| match col {
-                Some(c) => task.class_index(&get(*c)).map_err(|e| {
+                Some(c) => class_of_cell(task, &get(*c)).map_err(|e| {
                     anyhow::anyhow!(
                         "{}: line {line}, column `{}`: {e}",
                         path.display(),
@@ -83,11 +83,18 @@ pub fn read(path: &Path, tasks: &[TaskDef]) -> Result<Vec<ClipLabels>> {
     Ok(rows)
 }
 
+/// The file beside a labels CSV that records how it was made (an adapter's label rule and
+/// class counts): `labels.csv` -> `labels.provenance.json`. `prepare` copies it into
+/// `dataset.json`.
+pub fn provenance_path(labels_csv: &Path) -> std::path::PathBuf {
+    labels_csv.with_extension("provenance.json")
+}
+
 /// Writes `rows` with the header `clip,patient,<task names>`.
-pub fn write(path: &Path, tasks: &[TaskDef], rows: &[ClipLabels]) -> Result<()> {
+pub fn write(path: &Path, tasks: &TaskSet, rows: &[ClipLabels]) -> Result<()> {
     let mut w = csv::Writer::from_writer(Vec::new());
     let mut header = vec!["clip", "patient"];
-    header.extend(tasks.iter().map(|t| t.name));
+    header.extend(tasks.iter().map(|t| t.name.as_str()));
     w.write_record(&header)?;
     for row in rows {
         let mut rec = vec![row.clip.clone(), row.patient.clone()];
@@ -106,7 +113,6 @@ pub fn write(path: &Path, tasks: &[TaskDef], rows: &[ClipLabels]) -> Result<()> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tasks::STANDARD;
 
     #[test]
     fn round_trip_and_blank_cells() {
@@ -124,8 +130,8 @@ mod tests {
                 classes: vec![Some(1), None, Some(0)],
             },
         ];
-        write(&path, &STANDARD, &rows).unwrap();
-        assert_eq!(read(&path, &STANDARD).unwrap(), rows);
+        write(&path, &TaskSet::standard(), &rows).unwrap();
+        assert_eq!(read(&path, &TaskSet::standard()).unwrap(), rows);
     }
 
     #[test]
@@ -133,7 +139,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("labels.csv");
         std::fs::write(&path, "clip,patient,view\nc1,p1,pleural\nc2,p2,sideways\n").unwrap();
-        let err = format!("{:#}", read(&path, &STANDARD).unwrap_err());
+        let err = format!("{:#}", read(&path, &TaskSet::standard()).unwrap_err());
         assert!(
             err.contains("line 3") && err.contains("view") && err.contains("sideways"),
             "{err}"
@@ -145,9 +151,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("labels.csv");
         std::fs::write(&path, "clip,view\nc1,pleural\n").unwrap();
-        assert!(format!("{:#}", read(&path, &STANDARD).unwrap_err()).contains("patient"));
+        assert!(
+            format!("{:#}", read(&path, &TaskSet::standard()).unwrap_err()).contains("patient")
+        );
         std::fs::write(&path, "clip,patient,lines\nc1,p1,b_lines\n").unwrap();
-        let rows = read(&path, &STANDARD).unwrap();
+        let rows = read(&path, &TaskSet::standard()).unwrap();
         assert_eq!(rows[0].classes, vec![None, Some(1), None]);
     }
 }

@@ -228,7 +228,8 @@ pub fn stratified(
 
 /// Writes `DIR/split.json` for the clips of a prepared dataset.
 pub fn write_split(dir: &Path, clips: &[ClipLabels], opts: &SplitOptions) -> Result<DatasetSplit> {
-    let tasks: Vec<&str> = crate::tasks::STANDARD.iter().map(|t| t.name).collect();
+    let set = crate::tasks::TaskSet::standard();
+    let tasks = set.names();
     let split = stratified(clips, opts, &tasks)?;
     pleura::fsutil::write_atomic(
         &dir.join(SPLIT_FILE),
@@ -268,6 +269,65 @@ pub fn dataset_parts(
         .collect()
 }
 
+/// The parts of every clip in each of `k` cross-validation folds: in fold `f` the patients of
+/// fold `f` are the test part, those of fold `f + 1 (mod k)` the validation part (early
+/// stopping), the rest train. Folds come from the dataset's `split.json` (which must have `k`
+/// folds), otherwise from a stratified assignment of the patients with `seed`.
+pub fn fold_parts(dir: &Path, clips: &[ClipLabels], k: usize, seed: u64) -> Result<Vec<Vec<Part>>> {
+    ensure!(k >= 3, "cross-validation needs at least 3 folds, got {k}");
+    let path = dir.join(SPLIT_FILE);
+    let split: DatasetSplit = if path.exists() {
+        let split: DatasetSplit = serde_json::from_slice(
+            &std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
+        )
+        .with_context(|| format!("{}: not a split file", path.display()))?;
+        ensure!(
+            split.folds == k,
+            "{} has {} folds, not {k}: prepare the dataset with --folds {k}",
+            path.display(),
+            split.folds
+        );
+        split
+    } else {
+        let set = crate::tasks::TaskSet::standard();
+        let tasks = set.names();
+        let opts = SplitOptions {
+            folds: k,
+            seed,
+            ..SplitOptions::default()
+        };
+        stratified(clips, &opts, &tasks)?
+    };
+    let fold_of = clips
+        .iter()
+        .map(|c| match split.patients.get(&c.patient) {
+            Some(s) => Ok(s.fold),
+            None => bail!(
+                "{}: patient `{}` (clip `{}`) is not in the split: prepare the dataset again",
+                path.display(),
+                c.patient,
+                c.clip
+            ),
+        })
+        .collect::<Result<Vec<usize>>>()?;
+    Ok((0..k)
+        .map(|f| {
+            fold_of
+                .iter()
+                .map(|&g| {
+                    if g == f {
+                        Part::Test
+                    } else if g == (f + 1) % k {
+                        Part::Validation
+                    } else {
+                        Part::Train
+                    }
+                })
+                .collect()
+        })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -280,6 +340,37 @@ mod tests {
                 classes: vec![],
             })
             .collect()
+    }
+
+    #[test]
+    fn every_patient_is_tested_in_exactly_one_fold() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = clips(23, 2);
+        let folds = fold_parts(dir.path(), &c, 5, 4).unwrap();
+        assert_eq!(folds.len(), 5);
+        for (i, clip) in c.iter().enumerate() {
+            let tested = folds.iter().filter(|f| f[i] == Part::Test).count();
+            assert_eq!(tested, 1, "{}", clip.clip);
+            // Its fold's successor validates on it; clips of one patient move together.
+            let validated = folds.iter().filter(|f| f[i] == Part::Validation).count();
+            assert_eq!(validated, 1);
+        }
+        for f in &folds {
+            // clips(23, 2): clips 2p and 2p + 1 belong to patient p.
+            for p in 0..23 {
+                assert_eq!(f[2 * p], f[2 * p + 1], "patient {p}");
+            }
+            let tests = f.iter().filter(|&&p| p == Part::Test).count();
+            assert!((8..=10).contains(&tests), "{tests} test clips of 46");
+        }
+        // A split.json with another fold count is an error naming it.
+        write_split(dir.path(), &c, &SplitOptions::default()).unwrap();
+        assert!(fold_parts(dir.path(), &c, 5, 0).is_ok());
+        let err = format!("{:#}", fold_parts(dir.path(), &c, 4, 0).unwrap_err());
+        assert!(
+            err.contains("split.json") && err.contains("--folds 4"),
+            "{err}"
+        );
     }
 
     #[test]

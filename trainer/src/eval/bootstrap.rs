@@ -20,37 +20,62 @@ pub fn patient_bootstrap_ci(
 ) -> Option<[f64; 2]> {
     assert!(scores.len() == labels.len() && labels.len() == patient.len());
     roc_auc(scores, labels)?;
+    let (mut s, mut l) = (Vec::new(), Vec::new());
+    patient_bootstrap(patient, reps, level, seed, |sample| {
+        s.clear();
+        l.clear();
+        for &i in sample {
+            s.push(scores[i]);
+            l.push(labels[i]);
+        }
+        roc_auc(&s, &l)
+    })
+}
+
+/// Percentile interval of any statistic under resampling of whole patients: `stat` gets the
+/// example indices of one resample (each drawn patient's examples, repeated as drawn) and
+/// returns the statistic, or `None` when it is undefined there (that resample is redrawn, up
+/// to `10 x reps` draws in all). `None` when no resample gave a value.
+pub fn patient_bootstrap(
+    patient: &[usize],
+    reps: usize,
+    level: f64,
+    seed: u64,
+    mut stat: impl FnMut(&[usize]) -> Option<f64>,
+) -> Option<[f64; 2]> {
     let mut ids: Vec<usize> = patient.to_vec();
     ids.sort_unstable();
     ids.dedup();
-    let members: Vec<Vec<usize>> = ids
-        .iter()
-        .map(|id| (0..patient.len()).filter(|&i| patient[i] == *id).collect())
-        .collect();
-    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
-    let mut aucs = Vec::with_capacity(reps);
-    let (mut s, mut l) = (Vec::new(), Vec::new());
-    for _ in 0..reps * 10 {
-        if aucs.len() == reps {
-            break;
-        }
-        s.clear();
-        l.clear();
-        for _ in 0..members.len() {
-            for &i in &members[rng.random_range(0..members.len())] {
-                s.push(scores[i]);
-                l.push(labels[i]);
-            }
-        }
-        if let Some(a) = roc_auc(&s, &l) {
-            aucs.push(a);
+    let mut members: Vec<Vec<usize>> = vec![Vec::new(); ids.len()];
+    for (i, p) in patient.iter().enumerate() {
+        if let Ok(k) = ids.binary_search(p) {
+            members[k].push(i);
         }
     }
-    if aucs.is_empty() {
+    if members.is_empty() {
         return None;
     }
-    aucs.sort_by(f64::total_cmp);
-    let at = |q: f64| aucs[((q * (aucs.len() - 1) as f64).round() as usize).min(aucs.len() - 1)];
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+    let mut values = Vec::with_capacity(reps);
+    let mut sample = Vec::with_capacity(patient.len());
+    for _ in 0..reps * 10 {
+        if values.len() == reps {
+            break;
+        }
+        sample.clear();
+        for _ in 0..members.len() {
+            sample.extend_from_slice(&members[rng.random_range(0..members.len())]);
+        }
+        if let Some(v) = stat(&sample) {
+            values.push(v);
+        }
+    }
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let at =
+        |q: f64| values[((q * (values.len() - 1) as f64).round() as usize).min(values.len() - 1)];
     let tail = (1.0 - level) / 2.0;
     Some([at(tail), at(1.0 - tail)])
 }
@@ -91,6 +116,21 @@ mod tests {
             Some(large),
             "same seed, same interval"
         );
+    }
+
+    #[test]
+    fn any_statistic_resamples_whole_patients() {
+        // Patient p has examples of value p; a resample's mean is a mean of patient values.
+        let patient: Vec<usize> = (0..40).map(|i| i / 4).collect();
+        let values: Vec<f64> = patient.iter().map(|&p| p as f64).collect();
+        let ci = patient_bootstrap(&patient, 400, 0.9, 3, |sample| {
+            // Whole patients only: every resample holds a multiple of 4 examples.
+            assert_eq!(sample.len() % 4, 0);
+            Some(sample.iter().map(|&i| values[i]).sum::<f64>() / sample.len() as f64)
+        })
+        .unwrap();
+        assert!(ci[0] < 4.5 && 4.5 < ci[1] && ci[1] - ci[0] < 4.0, "{ci:?}");
+        assert_eq!(patient_bootstrap(&patient, 10, 0.9, 3, |_| None), None);
     }
 
     #[test]

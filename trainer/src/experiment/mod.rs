@@ -1,10 +1,14 @@
 //! Experiments that compare backbone initialisations the paper's way: heads on frozen features,
-//! evaluated by ROC AUC on a held-out test split (by patient) and on external test sets, with
-//! patient-bootstrap intervals, at frame and clip level.
+//! evaluated by ROC AUC on a held-out test split (by patient), or by k-fold cross-validation
+//! over patients, and on external test sets, with patient-bootstrap intervals, at frame and
+//! clip level, against a random-initialisation baseline and a pixel floor.
 
+pub mod cv;
+pub mod pixels;
 pub mod report;
 pub mod run;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{ensure, Result};
@@ -15,6 +19,7 @@ use serde::Serialize;
 use crate::data::frames::FrameSet;
 use crate::eval::auc::roc_auc;
 use crate::eval::bootstrap::patient_bootstrap_ci;
+use crate::eval::clip::ClipRule;
 use crate::model::import::import_onnx;
 use crate::model::{MobileNetV3, MobileNetV3Config};
 use crate::train::calibrate::{recalibrate_batchnorm, scratch_backbone};
@@ -33,13 +38,16 @@ pub enum Init {
     /// A torchvision-layout MobileNetV3-Small ONNX file the user brings (ImageNet weights, say);
     /// BatchNorm statistics are measured on training frames as for scratch.
     Imported(PathBuf),
+    /// No network: the frame averaged down to `side x side` pixels, so that a linear head on
+    /// it is a logistic regression on pixels. The floor any learned feature must clear.
+    Pixels(usize),
 }
 
 /// A backbone in inference mode with the input normalisation it expects.
 #[derive(Clone, Debug)]
 pub struct FrozenBackbone {
-    /// `scratch` or the SSL method (`simclr`, `barlow`, `vicreg`).
-    pub name: String,
+    /// How it was made: `scratch`, `imported`, or the SSL method (`simclr`, `barlow`, `vicreg`).
+    pub method: String,
     /// The network.
     pub model: MobileNetV3,
     /// Normalisation of `[0, 1]` pixels.
@@ -48,9 +56,42 @@ pub struct FrozenBackbone {
     pub std: f32,
 }
 
+/// What turns frames into the features a head reads.
+#[derive(Clone, Debug)]
+pub enum Extractor {
+    /// A frozen network.
+    Network(Box<FrozenBackbone>),
+    /// Frames averaged down to `side x side` pixels.
+    Pixels(usize),
+}
+
+impl Extractor {
+    /// `scratch`, `imported`, `pixels` or the SSL method.
+    pub fn method(&self) -> String {
+        match self {
+            Extractor::Network(b) => b.method.clone(),
+            Extractor::Pixels(_) => "pixels".into(),
+        }
+    }
+
+    /// Features per frame.
+    pub fn dim(&self) -> usize {
+        match self {
+            Extractor::Network(b) => b.model.feature_dim(),
+            Extractor::Pixels(side) => side * side,
+        }
+    }
+}
+
 impl Init {
-    /// Builds the backbone for frames of `size` pixels. `raw` holds unnormalised frames and
-    /// `train` the training frames among them (the scratch baseline measures its
+    /// `true` when the features do not depend on which frames are training frames (a
+    /// pretrained backbone, the pixels), so one extraction serves every fold.
+    pub fn fold_independent(&self) -> bool {
+        matches!(self, Init::Pretrained(_) | Init::Pixels(_))
+    }
+
+    /// Builds the feature extractor for frames of `size` pixels. `raw` holds unnormalised
+    /// frames and `train` the training frames among them (the scratch baseline measures its
     /// normalisation and BatchNorm statistics there; `seed` sets its weights).
     pub fn load(
         &self,
@@ -58,12 +99,19 @@ impl Init {
         train: &[usize],
         size: usize,
         seed: u64,
-    ) -> Result<FrozenBackbone> {
+    ) -> Result<Extractor> {
         match self {
+            Init::Pixels(side) => {
+                ensure!(
+                    *side >= 1 && *side <= size,
+                    "pixel baseline side {side} must be in 1..={size}"
+                );
+                Ok(Extractor::Pixels(*side))
+            }
             Init::Scratch | Init::Imported(_) => {
                 let (mean, std) = raw.stats(train);
                 let mut frames = raw.clone();
-                frames.normalise(mean, std);
+                frames.normalise(mean, std)?;
                 let config = MobileNetV3Config::small().with_seed(seed);
                 let model = match self {
                     Init::Imported(path) => {
@@ -72,12 +120,12 @@ impl Init {
                     }
                     _ => scratch_backbone(&config, &frames, train),
                 };
-                Ok(FrozenBackbone {
-                    name: self.name(),
+                Ok(Extractor::Network(Box::new(FrozenBackbone {
+                    method: self.name(),
                     model,
                     mean,
                     std,
-                })
+                })))
             }
             Init::Pretrained(run) => {
                 let (model, info) = load_backbone(run)?;
@@ -88,23 +136,25 @@ impl Init {
                     info.input.width,
                     info.input.height
                 );
-                Ok(FrozenBackbone {
-                    name: info.method.to_string(),
+                Ok(Extractor::Network(Box::new(FrozenBackbone {
+                    method: info.method.to_string(),
                     model: model.valid(),
                     mean: info.input.mean,
                     std: info.input.std,
-                })
+                })))
             }
         }
     }
 }
 
 impl Init {
-    /// `scratch`, `imported`, or for a pretraining run its folder name.
+    /// `scratch`, `imported`, `pixels`, or for a pretraining run its folder name (two runs of
+    /// one method are two rows).
     pub fn name(&self) -> String {
         match self {
             Init::Scratch => "scratch".into(),
             Init::Imported(_) => "imported".into(),
+            Init::Pixels(_) => "pixels".into(),
             Init::Pretrained(run) => run.file_name().map_or_else(
                 || run.display().to_string(),
                 |n| n.to_string_lossy().into_owned(),
@@ -117,6 +167,7 @@ impl Init {
     pub fn trainable(&self, size: usize, seed: u64, device: &Device) -> Result<MobileNetV3> {
         let config = MobileNetV3Config::small().with_seed(seed);
         match self {
+            Init::Pixels(_) => anyhow::bail!("the pixel baseline has no network to fine-tune"),
             Init::Scratch => Ok(config.init(device)),
             Init::Imported(path) => import_onnx(path, &config, device),
             Init::Pretrained(run) => {
@@ -216,51 +267,105 @@ pub struct Evaluation {
     pub auc_ci: Option<[f64; 2]>,
     /// ROC AUC of clip scores (mean of the clip's frame probabilities).
     pub clip_auc: Option<f64>,
+    /// ROC AUC of clip scores under each clip rule ([`ClipRule::name`]), `mean` included.
+    #[serde(default)]
+    pub clip: BTreeMap<String, f64>,
+}
+
+/// One clip of an evaluation set: its label, patient and frame scores in time order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClipScores {
+    /// `true` = positive class.
+    pub positive: bool,
+    /// Patient index (any id, equal for one patient).
+    pub patient: usize,
+    /// Frame scores in time order.
+    pub scores: Vec<f32>,
+}
+
+/// Groups the scored frames `index` (frames of `frames`, with `scores` and labels `positive`
+/// alongside) into clips, each in time order.
+pub fn clips_of(
+    index: &[usize],
+    scores: &[f32],
+    positive: &[bool],
+    frames: &FrameSet,
+    patient_of: &[usize],
+) -> Vec<ClipScores> {
+    let mut by_clip: BTreeMap<usize, Vec<(usize, f32, bool, usize)>> = BTreeMap::new();
+    for (k, &i) in index.iter().enumerate() {
+        by_clip.entry(frames.frame_clip[i]).or_default().push((
+            frames.position[i],
+            scores[k],
+            positive[k],
+            patient_of[k],
+        ));
+    }
+    by_clip
+        .into_values()
+        .map(|mut members| {
+            members.sort_by_key(|m| m.0);
+            ClipScores {
+                positive: members[0].2,
+                patient: members[0].3,
+                scores: members.iter().map(|m| m.1).collect(),
+            }
+        })
+        .collect()
+}
+
+/// ROC AUC of the clips under `rule`.
+pub fn clip_rule_auc(clips: &[ClipScores], rule: ClipRule) -> Option<f64> {
+    let (scores, labels): (Vec<f32>, Vec<bool>) = clips
+        .iter()
+        .filter_map(|c| Some((rule.score(&c.scores)?, c.positive)))
+        .unzip();
+    roc_auc(&scores, &labels)
+}
+
+/// Patient indices (`0..`) of the clips of `frames`' examples `index`.
+pub fn patient_indices(index: &[usize], frames: &FrameSet) -> Vec<usize> {
+    let names: Vec<&str> = index
+        .iter()
+        .map(|&i| frames.clips[frames.frame_clip[i]].patient.as_str())
+        .collect();
+    let mut sorted = names.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    names
+        .iter()
+        .map(|p| sorted.binary_search(p).unwrap_or(0))
+        .collect()
 }
 
 /// Evaluates `scores` (one per example of `set`, in order) against the labels of `set`, whose
-/// indices are frames of `frames`. `reps` bootstrap resamples from `seed`.
+/// indices are frames of `frames`: frame AUC with its patient-bootstrap interval (`reps`
+/// resamples from `seed`), and clip AUC under each of `rules`.
 pub fn evaluate(
     scores: &[f32],
     set: &Labelled,
     frames: &FrameSet,
+    rules: &[ClipRule],
     reps: usize,
     seed: u64,
 ) -> Evaluation {
-    let clip_of: Vec<usize> = set.index.iter().map(|&i| frames.frame_clip[i]).collect();
-    let mut patient_names: Vec<&str> = clip_of
+    let patient_of = patient_indices(&set.index, frames);
+    let clips = clips_of(&set.index, scores, &set.positive, frames, &patient_of);
+    let mut patients = patient_of.clone();
+    patients.sort_unstable();
+    patients.dedup();
+    let clip: BTreeMap<String, f64> = rules
         .iter()
-        .map(|&c| frames.clips[c].patient.as_str())
+        .filter_map(|r| Some((r.name(), clip_rule_auc(&clips, *r)?)))
         .collect();
-    let patient_of: Vec<usize> = {
-        let mut sorted = patient_names.clone();
-        sorted.sort_unstable();
-        sorted.dedup();
-        patient_names
-            .iter()
-            .map(|p| sorted.binary_search(p).unwrap_or(0))
-            .collect()
-    };
-    patient_names.sort_unstable();
-    patient_names.dedup();
-
-    let mut clips: Vec<usize> = clip_of.clone();
-    clips.sort_unstable();
-    clips.dedup();
-    let (mut clip_scores, mut clip_labels) = (Vec::new(), Vec::new());
-    for &c in &clips {
-        let members: Vec<usize> = (0..clip_of.len()).filter(|&k| clip_of[k] == c).collect();
-        let mean = members.iter().map(|&k| scores[k]).sum::<f32>() / members.len() as f32;
-        clip_scores.push(mean);
-        clip_labels.push(set.positive[members[0]]);
-    }
     Evaluation {
         frames: set.len(),
         clips: clips.len(),
-        patients: patient_names.len(),
+        patients: patients.len(),
         auc: roc_auc(scores, &set.positive),
         auc_ci: patient_bootstrap_ci(scores, &set.positive, &patient_of, reps, 0.95, seed),
-        clip_auc: roc_auc(&clip_scores, &clip_labels),
+        clip_auc: clip_rule_auc(&clips, ClipRule::Mean),
+        clip,
     }
 }
 

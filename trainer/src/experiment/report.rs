@@ -9,7 +9,8 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use super::run::ResultRow;
+use super::cv::{CvRow, CvSet, Delta, Estimate};
+use super::run::{Outcome, ResultRow};
 use super::Evaluation;
 use crate::eval::plots::{line_chart, Chart, Series};
 use pleura::fsutil::write_atomic;
@@ -305,20 +306,230 @@ pub fn read_rows(path: &Path) -> Result<Vec<ResultRow>> {
     })
 }
 
-/// Writes `OUT/summary.json` (`{"experiment": settings, "rows": rows}`) and `OUT/summary.md`.
-pub fn write_summary(out: &Path, settings: &impl Serialize, rows: &[ResultRow]) -> Result<()> {
+/// Writes `OUT/summary.json` (`{"experiment": settings, "notes": .., "rows": per-model rows,
+/// "cv": pooled cross-validation rows}`), `OUT/summary.md` and the plots.
+pub fn write_summary(out: &Path, settings: &impl Serialize, outcome: &Outcome) -> Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let json = serde_json::json!({
         "experiment": settings,
         "versions": BTreeMap::from([("pleura-train", env!("CARGO_PKG_VERSION")), ("burn", "0.22.1")]),
-        "rows": rows,
+        "notes": outcome.notes,
+        "rows": outcome.rows,
+        "cv": outcome.cv,
     });
     write_atomic(
         &out.join("summary.json"),
         serde_json::to_string_pretty(&json)?.as_bytes(),
     )?;
-    write_atomic(&out.join("summary.md"), markdown(rows).as_bytes())?;
-    write_plots(out, rows)
+    write_atomic(&out.join("summary.md"), full_markdown(outcome).as_bytes())?;
+    write_plots(out, &outcome.rows)
+}
+
+/// The whole report: notes, then the cross-validation tables (with folds) or the per-split
+/// tables.
+pub fn full_markdown(outcome: &Outcome) -> String {
+    let mut out = String::new();
+    for note in &outcome.notes {
+        let _ = writeln!(out, "- {note}");
+    }
+    if !outcome.notes.is_empty() {
+        let _ = writeln!(out);
+    }
+    if outcome.cv.is_empty() {
+        out.push_str(&markdown(&outcome.rows));
+    } else {
+        out.push_str(&cv_markdown(&outcome.cv));
+    }
+    out
+}
+
+/// Reads the notes of a `summary.json` (none in older summaries).
+pub fn read_notes(path: &Path) -> Result<Vec<String>> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let value: serde_json::Value =
+        serde_json::from_slice(&bytes).with_context(|| format!("{}: not JSON", path.display()))?;
+    if value["notes"].is_null() {
+        return Ok(Vec::new());
+    }
+    serde_json::from_value(value["notes"].clone())
+        .with_context(|| format!("{}: field `notes` is not a list of strings", path.display()))
+}
+
+/// Reads the cross-validation rows of a `summary.json` (empty for a fixed-split experiment).
+pub fn read_cv(path: &Path) -> Result<Vec<CvRow>> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let value: serde_json::Value =
+        serde_json::from_slice(&bytes).with_context(|| format!("{}: not JSON", path.display()))?;
+    if value["cv"].is_null() {
+        return Ok(Vec::new());
+    }
+    serde_json::from_value(value["cv"].clone()).with_context(|| {
+        format!(
+            "{}: field `cv` is not a list of pooled rows",
+            path.display()
+        )
+    })
+}
+
+fn estimate(e: Option<&Estimate>, signed: bool) -> String {
+    match e {
+        None => "n/a".into(),
+        Some(e) => {
+            let v = if signed {
+                format!("{:+.3}", e.value)
+            } else {
+                format!("{:.3}", e.value)
+            };
+            match e.ci {
+                Some([l, h]) if signed => format!("{v} [{l:+.3}, {h:+.3}]"),
+                Some([l, h]) => format!("{v} [{l:.3}, {h:.3}]"),
+                None => v,
+            }
+        }
+    }
+}
+
+fn spread(set: &CvSet) -> String {
+    match (set.fold_mean, set.fold_sd) {
+        (Some(m), Some(sd)) => format!("{m:.3} ± {sd:.3}"),
+        (Some(m), None) => format!("{m:.3}"),
+        _ => "n/a".into(),
+    }
+}
+
+fn delta_cells(d: Option<&Delta>, rules: &[String]) -> String {
+    let Some(d) = d else {
+        // Frame, one per clip rule, folds.
+        return " |".repeat(rules.len() + 2);
+    };
+    let mut out = format!(" {} |", estimate(d.frame.as_ref(), true));
+    for r in rules {
+        let _ = write!(out, " {} |", estimate(d.clip.get(r), true));
+    }
+    let _ = write!(out, " {}/{} |", d.folds_better, d.folds);
+    out
+}
+
+/// The Markdown tables of pooled cross-validation rows: per task and set, one line per
+/// backbone x head x fraction with pooled frame and clip AUCs, then the paired differences.
+pub fn cv_markdown(rows: &[CvRow]) -> String {
+    let mut out = String::new();
+    let tasks = unique(rows.iter().map(|r| r.task.as_str()));
+    let mut sets = vec!["local".to_string()];
+    for r in rows {
+        for name in r.external.keys() {
+            if !sets.contains(name) {
+                sets.push(name.clone());
+            }
+        }
+    }
+    let rules: Vec<String> = unique(rows.iter().flat_map(|r| r.local.clip.keys().cloned()));
+    let folds = rows.first().map_or(0, |r| r.folds);
+    for task in &tasks {
+        for set_name in &sets {
+            let of_set = |r: &CvRow| -> Option<CvSet> {
+                if set_name == "local" {
+                    Some(r.local.clone())
+                } else {
+                    r.external.get(set_name).cloned()
+                }
+            };
+            let group: Vec<&CvRow> = rows
+                .iter()
+                .filter(|r| r.task == *task && of_set(r).is_some_and(|s| s.frames > 0))
+                .collect();
+            let Some(first) = group.first().and_then(|r| of_set(r)) else {
+                continue;
+            };
+            let how = if set_name == "local" {
+                format!("{folds}-fold cross-validation by patient, every patient tested once (out of fold)")
+            } else {
+                format!("external, ensemble of the {folds} fold models")
+            };
+            let _ = writeln!(
+                out,
+                "### {task}, {set_name}: {how} ({} patients, {} clips, {} frames)\n",
+                first.patients, first.clips, first.frames
+            );
+            let _ = write!(
+                out,
+                "| backbone | method | head | labels | frame AUC [95% CI] | per fold, mean ± sd |"
+            );
+            for r in &rules {
+                let _ = write!(out, " clip {r} [95% CI] |");
+            }
+            let _ = writeln!(out);
+            let _ = writeln!(
+                out,
+                "|---|---|---|---|---|---|{}",
+                "---|".repeat(rules.len())
+            );
+            for r in &group {
+                let Some(set) = of_set(r) else { continue };
+                let _ = write!(
+                    out,
+                    "| {} | {} | {} | {}% | {} | {} |",
+                    r.init,
+                    r.method,
+                    r.head,
+                    r.label_fraction * 100.0,
+                    estimate(set.auc.as_ref(), false),
+                    spread(&set)
+                );
+                for rule in &rules {
+                    let _ = write!(out, " {} |", estimate(set.clip.get(rule), false));
+                }
+                let _ = writeln!(out);
+            }
+            let compared: Vec<&&CvRow> = group
+                .iter()
+                .filter(|r| {
+                    r.vs_scratch.contains_key(set_name) || r.vs_pixels.contains_key(set_name)
+                })
+                .collect();
+            if !compared.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "\nPaired differences on the same patients (backbone minus baseline, same head and labels; 95% paired bootstrap over patients; folds: how many fold models beat the baseline's):\n"
+                );
+                let head_cells = |base: &str| {
+                    let mut h = format!(" vs {base}: frame |");
+                    for r in &rules {
+                        let _ = write!(h, " clip {r} |");
+                    }
+                    h.push_str(" folds |");
+                    h
+                };
+                let _ = writeln!(
+                    out,
+                    "| backbone | head | labels |{}{}",
+                    head_cells("pixels"),
+                    head_cells("scratch")
+                );
+                let _ = writeln!(out, "|---|---|---|{}", "---|".repeat(2 * (rules.len() + 2)));
+                for r in compared {
+                    let _ = writeln!(
+                        out,
+                        "| {} | {} | {}% |{}{}",
+                        r.init,
+                        r.head,
+                        r.label_fraction * 100.0,
+                        delta_cells(r.vs_pixels.get(set_name), &rules),
+                        delta_cells(r.vs_scratch.get(set_name), &rules)
+                    );
+                }
+            }
+            let _ = writeln!(out);
+        }
+    }
+    let _ = writeln!(
+        out,
+        "ROC AUC, mean over seeds. Intervals: 95%, bootstrap over patients (clip level: over the \
+         patients of the clips). Clip rules: `mean` = mean frame probability, `top25` = mean of \
+         the highest quarter of the frames, `runN` = the highest threshold that N consecutive \
+         frames all exceed (Arntfield et al. 2021's longest-run rule, swept for the ROC)."
+    );
+    out
 }
 
 #[cfg(test)]
@@ -333,13 +544,16 @@ mod tests {
             auc: Some(auc),
             auc_ci: Some([auc - 0.1, (auc + 0.1).min(1.0)]),
             clip_auc: Some(auc),
+            clip: BTreeMap::new(),
         };
         ResultRow {
             task: task.into(),
             init: init.into(),
             head: "linear".into(),
+            method: init.into(),
             label_fraction: 1.0,
             seed,
+            fold: None,
             val_auc: Some(auc),
             test_auc: Some(auc),
             test_auc_ci: e.auc_ci,
@@ -347,6 +561,7 @@ mod tests {
             test: e.clone(),
             external: BTreeMap::from([("ext".to_string(), e)]),
             roc: BTreeMap::new(),
+            scores: Default::default(),
         }
     }
 
@@ -384,7 +599,14 @@ mod tests {
             row("view", "scratch", 0, 0.6),
             row("view", "simclr", 0, 0.9),
         ];
-        write_summary(tmp.path(), &"settings", &rows).unwrap();
+        let outcome = Outcome {
+            rows: rows.clone(),
+            cv: Vec::new(),
+            notes: vec!["a note".into()],
+        };
+        write_summary(tmp.path(), &"settings", &outcome).unwrap();
+        let md = std::fs::read_to_string(tmp.path().join("summary.md")).unwrap();
+        assert!(md.starts_with("- a note\n"), "{md}");
         let back = read_rows(&tmp.path().join("summary.json")).unwrap();
         assert_eq!(markdown(&back), markdown(&rows));
 

@@ -11,12 +11,14 @@ use pleura::pack::{
 use super::onnx;
 use super::quantize::{int8_head_model, QuantizedHead};
 use crate::model::{FoldedBackbone, FoldedHead, HeadKind};
-use crate::tasks::TaskDef;
+use crate::tasks::TaskSet;
 
 /// One task of a pack to write.
 pub struct TaskExport<'a> {
-    /// Its definition (name, classes, gate).
-    pub def: &'a TaskDef,
+    /// Its index in `tasks`.
+    pub index: usize,
+    /// The task set it belongs to (name, classes, gate).
+    pub tasks: &'a TaskSet,
     /// The head on the shared backbone.
     pub head: FoldedHead,
     /// Its kind.
@@ -62,7 +64,8 @@ pub fn write_pack(dir: &Path, export: &PackExport) -> Result<Manifest> {
     )?;
     let mut tasks = Vec::new();
     for t in &export.tasks {
-        let name = t.def.name;
+        let def = &t.tasks.tasks()[t.index];
+        let name = def.name.as_str();
         let head_file = format!("heads/{name}.onnx");
         onnx::write(&onnx::head_model(&t.head, name), &dir.join(&head_file))?;
         ensure!(
@@ -88,7 +91,7 @@ pub fn write_pack(dir: &Path, export: &PackExport) -> Result<Manifest> {
         };
         tasks.push(TaskEntry {
             name: name.to_string(),
-            classes: t.def.classes.map(str::to_string),
+            classes: def.classes.clone(),
             head: HeadEntry {
                 model: model_file(dir, &head_file)?,
                 kind,
@@ -96,7 +99,7 @@ pub fn write_pack(dir: &Path, export: &PackExport) -> Result<Manifest> {
                 quantization: t.quantization,
                 int8,
             },
-            gate: t.def.gate.map(|(task, class)| Gate {
+            gate: t.tasks.gate_names(t.index).map(|(task, class)| Gate {
                 task: task.to_string(),
                 class: class.to_string(),
             }),

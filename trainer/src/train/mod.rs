@@ -9,6 +9,7 @@ pub mod multitask;
 pub mod pretrain;
 pub mod probe;
 pub mod schedule;
+pub mod step_check;
 
 use burn::tensor::{Device, Tensor, TensorData};
 use rand::seq::SliceRandom;

@@ -27,16 +27,19 @@ pub struct MultiTaskNetwork {
 }
 
 /// Trains a backbone on all `tasks` of `frames` (frames `train`), returning it in inference mode
-/// with BatchNorm statistics measured on training frames.
+/// with BatchNorm statistics measured on training frames. It starts from `start` (a pretrained
+/// backbone on an autodiff device: multi-task fine-tuning) or, without one, from `config`'s
+/// seeded random weights.
 pub fn train_shared_backbone(
     config: &MobileNetV3Config,
+    start: Option<MobileNetV3>,
     tasks: usize,
     frames: &FrameSet,
     train: &[usize],
     opts: &FinetuneTraining,
 ) -> MobileNetV3 {
     let device = Device::flex().autodiff();
-    let backbone = config.init(&device);
+    let backbone = start.unwrap_or_else(|| config.init(&device));
     let dim = backbone.feature_dim();
     let heads = (0..tasks)
         .map(|t| {

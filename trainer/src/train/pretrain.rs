@@ -10,22 +10,31 @@
 //! RUN/backbone.bpk, backbone.json the pretrained feature extractor and how to rebuild it
 //! ```
 //! Batches are drawn from a generator seeded by `(seed, step)`, so a resumed run sees exactly
-//! the batches and views the uninterrupted run would have seen. Augmentation runs on a loader
-//! thread, one batch ahead of the training step.
+//! the batches and views the uninterrupted run would have seen. Loader threads read, augment and
+//! normalise the batches of the coming steps while the current one trains: from memory, or
+//! straight from the dataset's frame store ([`crate::data::store`]), one positioned read per
+//! frame, so memory stays flat however large the archive (the same batches either way). Frames
+//! are drawn uniformly from the whole archive at every step, across all shards.
+//!
+//! Several CUDA devices train data-parallel through burn's own collective support
+//! ([`DistributedContext`]): one replica and one thread per device, each on its rows of the
+//! batch, gradients averaged by the all-reduce inside `backward()`.
 
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::sync_channel;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::time::Instant;
 
 use anyhow::{bail, ensure, Context, Result};
-use burn::module::Module;
+use burn::module::{Module, ModuleMapper, Param};
 use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer, OptimizerRecord};
 use burn::store::ModuleRecord;
+use burn::tensor::distributed::{DistributedConfig, DistributedContext, ReduceOperation};
 use burn::tensor::{Device, Tensor, TensorData};
 use pleura::fsutil::write_atomic;
 use pleura::pack::InputSpec;
+use pleura::preprocess::Normalise;
 use rand::seq::index::sample;
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
@@ -35,15 +44,17 @@ use super::collapse::{collapse_stats, CollapseStats};
 use super::lars::LarsConfig;
 use super::schedule::{scaled_lr, WarmupCosine};
 use super::to_vec;
-use crate::augment::{normalise, AugmentConfig, Augmenter};
-use crate::data::frames::FrameSet;
+use crate::augment::{AugmentConfig, Augmenter};
+use crate::data::frames::{network_normalise, FrameCatalog, FrameScratch, FrameSet, FrameTable};
 use crate::data::split::{dataset_parts, Part};
+use crate::data::store;
+use crate::device::DeviceSet;
 use crate::eval::plots::{line_chart, Chart, Series};
 use crate::model::{MobileNetV3, MobileNetV3Config, Variant};
 use crate::progress;
 use crate::ssl::projector::{Projector, ProjectorConfig};
 use crate::ssl::{ssl_loss, SslLossConfig, SslMethod};
-use crate::tasks::STANDARD;
+use crate::tasks::TaskSet;
 
 /// The optimiser of a pretraining run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,6 +64,46 @@ pub enum OptimizerKind {
     Lars,
     /// AdamW.
     Adamw,
+}
+
+/// Which clips of the dataset pretraining learns from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PretrainClips {
+    /// The training part of the patient split (`validation` and `test` held out): heads
+    /// evaluated on the same split's test patients never meet their frames.
+    #[default]
+    Train,
+    /// Only clips without any label: they belong to no cross-validation fold, so one
+    /// pretraining serves every fold without seeing a labelled test frame.
+    Unlabelled,
+    /// Every clip (for a backbone evaluated only on other datasets).
+    All,
+}
+
+/// How the two members of a positive pair are chosen.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PairConfig {
+    /// Probability that the second view comes from another frame of the same clip, up to
+    /// `max_seconds` away (intra-video positive pairs, VanBerlo et al. 2024), rather than
+    /// from the same frame (the paper's two augmented views). 0 = always the same frame.
+    pub temporal_p: f32,
+    /// Farthest partner frame, seconds. Closer frames are drawn more often: weight
+    /// `1 - dt / (max_seconds + frame period)`.
+    pub max_seconds: f64,
+    /// Seconds between stored frames for datasets that do not record it (`dataset.json`).
+    pub fallback_frame_seconds: f64,
+}
+
+impl Default for PairConfig {
+    fn default() -> Self {
+        Self {
+            temporal_p: 0.0,
+            max_seconds: 1.0,
+            fallback_frame_seconds: 0.04,
+        }
+    }
 }
 
 /// Everything that defines a pretraining run. Saved as `RUN/config.json`; a TOML file with any
@@ -90,6 +141,10 @@ pub struct PretrainConfig {
     pub adamw_weight_decay: f32,
     /// Augmentations of the two views.
     pub augment: AugmentConfig,
+    /// Which clips it learns from.
+    pub clips: PretrainClips,
+    /// Same-frame or nearby-frame positive pairs.
+    pub pairs: PairConfig,
     /// Steps between checkpoints.
     pub checkpoint_every: usize,
     /// Steps between loss/collapse log rows.
@@ -121,6 +176,8 @@ impl Default for PretrainConfig {
             lars: LarsConfig::default(),
             adamw_weight_decay: 1e-6,
             augment: AugmentConfig::default(),
+            clips: PretrainClips::Train,
+            pairs: PairConfig::default(),
             checkpoint_every: 100,
             log_every: 10,
             validation: 0.2,
@@ -163,6 +220,15 @@ impl PretrainConfig {
         ensure!(
             self.width_mult > 0.0 && self.width_mult.is_finite(),
             "`width_mult` must be positive"
+        );
+        ensure!(
+            (0.0..=1.0).contains(&self.pairs.temporal_p),
+            "`pairs.temporal_p` must be in 0..=1, got {}",
+            self.pairs.temporal_p
+        );
+        ensure!(
+            self.pairs.max_seconds >= 0.0 && self.pairs.fallback_frame_seconds > 0.0,
+            "`pairs.max_seconds` must be >= 0 and `pairs.fallback_frame_seconds` positive"
         );
         if let Some(lr) = self.lr {
             ensure!(
@@ -266,6 +332,9 @@ pub struct PretrainedBackbone {
     pub method: SslMethod,
     /// Steps it was trained for.
     pub steps: usize,
+    /// Which clips it saw (older runs: the training part of the split).
+    #[serde(default)]
+    pub clips: PretrainClips,
 }
 
 /// Loads the backbone a finished run wrote (inference mode, on the flex CPU device).
@@ -466,7 +535,380 @@ fn plot_log(run: &Path, log: &[LogRow]) -> Result<()> {
     )
 }
 
-/// Runs (or resumes) pretraining on the dataset folder `data`, writing into `run`.
+/// The frames pretraining learns from, as `config.clips` says.
+fn pretraining_frames(
+    data: &Path,
+    table: FrameTable<'_>,
+    config: &PretrainConfig,
+) -> Result<Vec<usize>> {
+    Ok(match config.clips {
+        PretrainClips::Train => {
+            let parts = dataset_parts(
+                data,
+                table.clips,
+                config.validation,
+                config.test,
+                config.seed,
+            )?;
+            table.frames_in(&parts, Part::Train)
+        }
+        PretrainClips::Unlabelled => (0..table.len())
+            .filter(|&i| {
+                table.clips[table.frame_clip[i]]
+                    .classes
+                    .iter()
+                    .all(Option::is_none)
+            })
+            .collect(),
+        PretrainClips::All => (0..table.len()).collect(),
+    })
+}
+
+/// For each pretraining frame, the other pretraining frames of its clip within
+/// `pairs.max_seconds`, with their draw weights (closer = heavier). Computed at each draw from
+/// the clip's frame list, so memory is one word per pretraining frame, not one list per frame.
+struct Partners<'a> {
+    table: FrameTable<'a>,
+    index: &'a [usize],
+    pairs: PairConfig,
+    /// Per clip: the positions in the pretraining index of its frames, in index order.
+    members: Vec<Vec<usize>>,
+}
+
+impl<'a> Partners<'a> {
+    fn new(table: FrameTable<'a>, index: &'a [usize], pairs: &PairConfig) -> Self {
+        let mut members = vec![
+            Vec::new();
+            if pairs.temporal_p > 0.0 {
+                table.clips.len()
+            } else {
+                0
+            }
+        ];
+        if pairs.temporal_p > 0.0 {
+            for (k, &i) in index.iter().enumerate() {
+                members[table.frame_clip[i]].push(k);
+            }
+        }
+        Self {
+            table,
+            index,
+            pairs: pairs.clone(),
+            members,
+        }
+    }
+
+    /// The candidates of pretraining frame `k` with their cumulative weights, in index order.
+    fn candidates(&self, k: usize) -> impl Iterator<Item = (usize, f64)> + '_ {
+        let i = self.index[k];
+        let c = self.table.frame_clip[i];
+        let fallback = self.pairs.fallback_frame_seconds;
+        let period = self.table.clip_seconds[c].unwrap_or(fallback);
+        let mut total = 0.0;
+        self.members[c]
+            .iter()
+            .filter(move |&&m| self.index[m] != i)
+            .filter_map(move |&m| {
+                let dt = self.table.seconds_apart(i, self.index[m], fallback)?;
+                (dt <= self.pairs.max_seconds).then(|| {
+                    total += 1.0 - dt / (self.pairs.max_seconds + period);
+                    (m, total)
+                })
+            })
+    }
+
+    /// The partner of pretraining frame `k`, or `None` for a same-frame pair. Always draws
+    /// once from `rng` (and once more for a partner), so streams stay reproducible.
+    fn draw(&self, k: usize, rng: &mut Xoshiro256PlusPlus) -> Option<usize> {
+        use rand::Rng;
+        if self.pairs.temporal_p <= 0.0 || rng.random::<f32>() >= self.pairs.temporal_p {
+            return None;
+        }
+        let (last, total) = self.candidates(k).last()?;
+        let x = rng.random::<f64>() * total;
+        self.candidates(k)
+            .find(|(_, cum)| x < *cum)
+            .map_or(Some(last), |(p, _)| Some(p))
+    }
+}
+
+/// Where pretraining reads its frames from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Loader {
+    /// The frame store when the dataset has one (`DIR/frames`), else memory.
+    #[default]
+    Auto,
+    /// Every frame preprocessed into memory first (from the store or the PNG folders).
+    Memory,
+    /// Frames read from the frame store as batches are drawn: memory stays flat as the
+    /// archive grows.
+    Stream,
+}
+
+/// How a run executes. None of it changes what a single-device run computes: the batches and
+/// views depend on the seed and the step only, whichever loader and however many loader
+/// threads draw them.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// The device(s): several CUDA devices train data-parallel.
+    pub devices: DeviceSet,
+    /// Where frames come from.
+    pub loader: Loader,
+    /// Threads reading, augmenting and normalising batches ahead of the training step.
+    pub loader_threads: usize,
+    /// End early after that many steps in this process (tests and time-boxed jobs); the
+    /// checkpoint then allows [`Start::Resume`].
+    pub stop_after: Option<usize>,
+}
+
+impl RunOptions {
+    /// One device, the automatic loader, [`default_loader_threads`] threads, no early stop.
+    pub fn on(device: &Device) -> Self {
+        Self {
+            devices: DeviceSet::one(device.clone()),
+            loader: Loader::Auto,
+            loader_threads: default_loader_threads(),
+            stop_after: None,
+        }
+    }
+}
+
+/// Loader threads when not given: half the cores (the training step uses the rest), 1 to 8.
+pub fn default_loader_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get() / 2)
+        .clamp(1, 8)
+}
+
+/// A run's frames: preprocessed in memory, or listed and read from the frame store.
+enum Frames {
+    Memory(FrameSet),
+    Stream(FrameCatalog),
+}
+
+impl Frames {
+    fn open(data: &Path, config: &PretrainConfig, loader: Loader) -> Result<Self> {
+        let tasks = TaskSet::standard();
+        let size = [config.size; 2];
+        let stream = match loader {
+            Loader::Auto => store::exists(data),
+            Loader::Memory => false,
+            Loader::Stream => {
+                ensure!(
+                    store::exists(data),
+                    "{} has no frame store ({}/{}/{}) to stream from: write one with \
+                     `pleura-train convert --data {}`",
+                    data.display(),
+                    data.display(),
+                    store::STORE_DIR,
+                    store::INDEX_FILE,
+                    data.display()
+                );
+                true
+            }
+        };
+        Ok(if stream {
+            Frames::Stream(FrameCatalog::open(data, &tasks, size, config.stride)?)
+        } else {
+            Frames::Memory(FrameSet::load(data, &tasks, size, config.stride)?)
+        })
+    }
+
+    fn table(&self) -> FrameTable<'_> {
+        match self {
+            Frames::Memory(f) => f.table(),
+            Frames::Stream(f) => f.table(),
+        }
+    }
+
+    fn stats(&self, index: &[usize]) -> Result<(f32, f32)> {
+        match self {
+            Frames::Memory(f) => Ok(f.stats(index)),
+            Frames::Stream(f) => f.stats(index),
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Frames::Memory(_) => "memory",
+            Frames::Stream(_) => "frame store (streamed)",
+        }
+    }
+}
+
+/// One loader thread's buffers.
+struct LoaderScratch {
+    frame: FrameScratch,
+    buf: Vec<f32>,
+    /// The frame now in `buf`.
+    held: Option<usize>,
+}
+
+/// Everything a loader thread needs to draw the batch of a step.
+struct BatchMaker<'a> {
+    frames: &'a Frames,
+    index: &'a [usize],
+    partners: &'a Partners<'a>,
+    augmenter: &'a Augmenter,
+    normalise: &'a Normalise,
+    seed: u64,
+    batch: usize,
+    size: usize,
+}
+
+impl BatchMaker<'_> {
+    /// Calls `f` with the pixel-scale input of frame `i`.
+    fn with_frame<R>(
+        &self,
+        i: usize,
+        scratch: &mut LoaderScratch,
+        f: impl FnOnce(&[f32]) -> R,
+    ) -> Result<R> {
+        match self.frames {
+            Frames::Memory(set) => Ok(f(set.frame(i))),
+            Frames::Stream(catalog) => {
+                if scratch.held != Some(i) {
+                    scratch.held = None;
+                    catalog.read(i, &mut scratch.frame, &mut scratch.buf)?;
+                    scratch.held = Some(i);
+                }
+                Ok(f(&scratch.buf))
+            }
+        }
+    }
+
+    /// The two normalised views of the batch of `step`: frames drawn by a generator seeded
+    /// by `(seed, step)`, partners and augmentations from the same generator.
+    fn make(&self, step: usize, scratch: &mut LoaderScratch) -> Result<(Vec<f32>, Vec<f32>)> {
+        let (b, s) = (self.batch, self.size);
+        let mut rng = step_rng(self.seed, step);
+        let chosen = sample(&mut rng, self.index.len(), b);
+        let (mut va, mut vb) = (vec![0.0; b * s * s], vec![0.0; b * s * s]);
+        for (n, k) in chosen.iter().enumerate() {
+            let anchor = self.index[k];
+            let partner = self
+                .partners
+                .draw(k, &mut rng)
+                .map_or(anchor, |p| self.index[p]);
+            let out = n * s * s..(n + 1) * s * s;
+            self.with_frame(anchor, scratch, |f| {
+                self.augmenter.apply(f, &mut va[out.clone()], &mut rng)
+            })?;
+            self.with_frame(partner, scratch, |f| {
+                self.augmenter.apply(f, &mut vb[out], &mut rng)
+            })?;
+        }
+        self.normalise.in_place(&mut va);
+        self.normalise.in_place(&mut vb);
+        Ok((va, vb))
+    }
+}
+
+/// A batch of view pairs for one step, or why it could not be made.
+type Batch = Result<(usize, Vec<f32>, Vec<f32>)>;
+
+/// Starts `threads` loader threads for steps `first..last`: thread `t` makes steps
+/// `first + t`, `first + t + threads`, ... and hands each over on its own channel, so the
+/// training loop takes step `s` from receiver `(s - first) % threads`, in order, and at most
+/// two batches per thread wait in memory.
+fn spawn_loaders<'scope>(
+    scope: &'scope std::thread::Scope<'scope, '_>,
+    maker: &'scope BatchMaker<'scope>,
+    steps: std::ops::Range<usize>,
+    threads: usize,
+) -> Vec<Receiver<Batch>> {
+    let frame_len = maker.size * maker.size;
+    (0..threads.max(1))
+        .map(|t| {
+            let (tx, rx) = sync_channel::<Batch>(1);
+            let steps = steps.clone();
+            let stride = threads.max(1);
+            scope.spawn(move || {
+                let mut scratch = LoaderScratch {
+                    frame: FrameScratch::new([maker.size; 2]),
+                    buf: vec![0.0; frame_len],
+                    held: None,
+                };
+                for step in steps.skip(t).step_by(stride) {
+                    let batch = maker
+                        .make(step, &mut scratch)
+                        .map(|(va, vb)| (step, va, vb))
+                        .with_context(|| format!("making the batch of step {step}"));
+                    let failed = batch.is_err();
+                    if tx.send(batch).is_err() || failed {
+                        return; // the training loop stopped, or this batch could not be made
+                    }
+                }
+            });
+            rx
+        })
+        .collect()
+}
+
+/// Marks every trainable parameter for burn's gradient all-reduce (data-parallel training):
+/// `backward()` then averages its gradient over the devices of the [`DistributedContext`].
+struct MarkDistributed;
+
+impl ModuleMapper for MarkDistributed {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let (id, tensor, mapper) = param.consume();
+        let tensor = if tensor.is_require_grad() {
+            tensor.set_distributed(id)
+        } else {
+            tensor
+        };
+        Param::from_mapped_value(id, tensor, mapper)
+    }
+}
+
+/// Work for a replica on another device: the step, its learning rate and its share of the
+/// two views.
+type ReplicaWork = (usize, f64, Vec<f32>, Vec<f32>);
+
+/// Starts one thread per replica (devices 1.. of a data-parallel run). Each owns its copy of
+/// the network and its optimiser, takes its rows of every batch, and answers with its loss.
+/// All replicas start from the same weights and optimiser state and receive the same
+/// all-reduced gradients, so they stay equal (BatchNorm running statistics aside: each keeps
+/// those of its own rows, and the checkpoints hold device 0's).
+fn spawn_replicas<'scope>(
+    scope: &'scope std::thread::Scope<'scope, '_>,
+    net: &SslNetwork,
+    optim: &ModuleOptimizer,
+    config: &'scope PretrainConfig,
+    devices: &[Device],
+) -> Vec<(SyncSender<ReplicaWork>, Receiver<Result<f64>>)> {
+    devices
+        .iter()
+        .map(|device| {
+            let (work_tx, work_rx) = sync_channel::<ReplicaWork>(1);
+            let (loss_tx, loss_rx) = sync_channel::<Result<f64>>(1);
+            let mut replica = net.clone().fork(device).map(&mut MarkDistributed);
+            let mut optim = config.optimizer().load_record(optim.to_record());
+            let device = device.clone();
+            scope.spawn(move || {
+                for (step, lr, va, vb) in work_rx {
+                    let loss;
+                    (replica, loss, _) = replica.step(&mut optim, config, (va, vb), lr, &device);
+                    let answer = if loss.is_finite() {
+                        Ok(loss)
+                    } else {
+                        Err(anyhow::anyhow!(
+                            "the loss became {loss} at step {step} on {device:?}"
+                        ))
+                    };
+                    if loss_tx.send(answer).is_err() {
+                        return;
+                    }
+                }
+            });
+            (work_tx, loss_rx)
+        })
+        .collect()
+}
+
+/// Runs (or resumes) pretraining on the dataset folder `data`, writing into `run`, on one
+/// device with the automatic loader ([`pretrain_with`] says more).
 /// `stop_after` ends the run early after that many steps in this process (for tests and
 /// time-boxed jobs); the checkpoint then allows `Start::Resume`.
 pub fn pretrain(
@@ -476,6 +918,34 @@ pub fn pretrain(
     start: Start,
     stop_after: Option<usize>,
     device: &Device,
+) -> Result<PretrainedBackbone> {
+    pretrain_with(
+        data,
+        run,
+        config,
+        start,
+        &RunOptions {
+            stop_after,
+            ..RunOptions::on(device)
+        },
+    )
+}
+
+/// Runs (or resumes) pretraining on the dataset folder `data`, writing into `run`.
+///
+/// Frames come from memory or stream from the dataset's frame store (`options.loader`); the
+/// batch of step `s` is drawn by a generator seeded by `(config.seed, s)` on one of
+/// `options.loader_threads` threads, so both loaders, any thread count and a resumed run draw
+/// the same batches and views. With several devices (CUDA only) the network is replicated,
+/// every device takes `batch / devices` rows of each batch, and burn's all-reduce averages the
+/// gradients in `backward()`; the loss is then the mean of the per-device losses (an
+/// SSL loss compares the rows of one device with each other).
+pub fn pretrain_with(
+    data: &Path,
+    run: &Path,
+    config: &PretrainConfig,
+    start: Start,
+    options: &RunOptions,
 ) -> Result<PretrainedBackbone> {
     let config = match start {
         Start::Fresh => {
@@ -504,38 +974,58 @@ pub fn pretrain(
             saved
         }
     };
-    let raw = InputSpec::unnormalised(config.size, config.size);
-    let frames = FrameSet::load(data, &STANDARD, &raw, config.stride)?;
-    let parts = dataset_parts(
-        data,
-        &frames.clips,
-        config.validation,
-        config.test,
-        config.seed,
-    )?;
-    let index = frames.frames_in(&parts, Part::Train);
+    let replicas = options.devices.len();
     ensure!(
-        index.len() >= config.batch,
-        "{} training frames are fewer than a batch of {}",
-        index.len(),
+        config.batch.is_multiple_of(replicas) && config.batch / replicas >= 2,
+        "a batch of {} does not split into at least 2 frames on each of {replicas} devices",
         config.batch
     );
+    let raw = InputSpec::unnormalised(config.size, config.size);
+    let frames = Frames::open(data, &config, options.loader)?;
+    let table = frames.table();
+    let index = pretraining_frames(data, table, &config)?;
+    ensure!(
+        index.len() >= config.batch,
+        "{} pretraining frames ({:?} clips) are fewer than a batch of {}",
+        index.len(),
+        config.clips,
+        config.batch
+    );
+    log::info!(
+        "pretraining on {} frames from {} with {} loader threads on {}",
+        index.len(),
+        frames.name(),
+        options.loader_threads.max(1),
+        options.devices
+    );
+    let partners = Partners::new(table, &index, &config.pairs);
 
-    let device = device.clone().autodiff();
+    let devices: Vec<Device> = options
+        .devices
+        .devices()
+        .iter()
+        .map(|d| d.clone().autodiff())
+        .collect();
+    let device = devices[0].clone();
     let backbone_config = config.backbone();
     let mut net = config.network(&device);
     let mut optim = config.optimizer();
-    let (mean, std) = frames.stats(&index);
-    let mut state = CheckpointState {
-        next_step: 0,
-        log: Vec::new(),
-        mean,
-        std,
-    };
-    if start == Start::Resume {
+    let mut state = if start == Start::Resume {
+        let state;
         (net, optim, state) = read_checkpoint(run, net, optim)?;
         log::info!("resuming {} at step {}", run.display(), state.next_step);
-    }
+        state
+    } else {
+        let (mean, std) = frames.stats(&index)?;
+        CheckpointState {
+            next_step: 0,
+            log: Vec::new(),
+            mean,
+            std,
+        }
+    };
+    let (mean, std) = (state.mean, state.std);
+    let normalise = network_normalise(mean, std)?;
     let schedule = WarmupCosine {
         base: config.peak_lr(),
         warmup: config.warmup_steps,
@@ -545,7 +1035,29 @@ pub fn pretrain(
     let augmenter = Augmenter::new(&config.augment, config.size, config.size)?;
     let (b, s) = (config.batch, config.size);
     let first = state.next_step;
-    let last = stop_after.map_or(config.steps, |n| (first + n).min(config.steps));
+    let last = options
+        .stop_after
+        .map_or(config.steps, |n| (first + n).min(config.steps));
+    // Each device's share of a batch.
+    let local = PretrainConfig {
+        batch: b / replicas,
+        ..config.clone()
+    };
+    let rows = b / replicas * s * s;
+
+    // Data-parallel: burn's collective context over the devices, every trainable parameter
+    // marked for the gradient all-reduce. Dropped (closing the context) after the replicas.
+    let _context = (replicas > 1).then(|| {
+        DistributedContext::init(
+            devices.clone(),
+            DistributedConfig {
+                all_reduce_op: ReduceOperation::Mean,
+            },
+        )
+    });
+    if replicas > 1 {
+        net = net.map(&mut MarkDistributed);
+    }
 
     let bar = progress::bar(
         config.steps,
@@ -553,33 +1065,45 @@ pub fn pretrain(
         "steps",
     );
     bar.set_position(first as u64);
+    let maker = BatchMaker {
+        frames: &frames,
+        index: &index,
+        partners: &partners,
+        augmenter: &augmenter,
+        normalise: &normalise,
+        seed: config.seed,
+        batch: b,
+        size: s,
+    };
     let result: Result<SslNetwork> = std::thread::scope(|scope| {
-        let (tx, rx) = sync_channel::<(usize, Vec<f32>, Vec<f32>)>(2);
-        let (frames, index, augmenter, seed) = (&frames, &index, &augmenter, config.seed);
-        scope.spawn(move || {
-            for step in first..last {
-                let mut rng = step_rng(seed, step);
-                let chosen = sample(&mut rng, index.len(), b);
-                let (mut va, mut vb) =
-                    (Vec::with_capacity(b * s * s), Vec::with_capacity(b * s * s));
-                for k in chosen.iter() {
-                    let (a, v) = augmenter.two_views(frames.frame(index[k]), &mut rng);
-                    va.extend(a);
-                    vb.extend(v);
-                }
-                normalise(&mut va, mean, std);
-                normalise(&mut vb, mean, std);
-                if tx.send((step, va, vb)).is_err() {
-                    return; // the training loop stopped
-                }
-            }
-        });
+        let loaders = spawn_loaders(scope, &maker, first..last, options.loader_threads);
+        let others = spawn_replicas(scope, &net, &optim, &local, &devices[1..]);
         let mut window = Instant::now();
-        for (step, va, vb) in rx {
+        for step in first..last {
+            let (got, va, vb) = loaders[(step - first) % loaders.len()]
+                .recv()
+                .context("a loader thread stopped")??;
+            debug_assert_eq!(got, step);
             let lr = schedule.at(step);
+            for (r, (tx, _)) in others.iter().enumerate() {
+                let part = (r + 1) * rows..(r + 2) * rows;
+                tx.send((step, lr, va[part.clone()].to_vec(), vb[part].to_vec()))
+                    .map_err(|_| anyhow::anyhow!("replica {} stopped", r + 1))?;
+            }
+            let (own_a, own_b) = if replicas > 1 {
+                (va[..rows].to_vec(), vb[..rows].to_vec())
+            } else {
+                (va, vb)
+            };
             let za;
-            let loss_value;
-            (net, loss_value, za) = net.step(&mut optim, &config, (va, vb), lr, &device);
+            let mut loss_value;
+            (net, loss_value, za) = net.step(&mut optim, &local, (own_a, own_b), lr, &device);
+            for (r, (_, rx)) in others.iter().enumerate() {
+                loss_value += rx
+                    .recv()
+                    .map_err(|_| anyhow::anyhow!("replica {} stopped", r + 1))??;
+            }
+            loss_value /= replicas as f64;
             if !loss_value.is_finite() {
                 bail!(
                     "the loss became {loss_value} at step {step}: lower the learning rate ({lr})"
@@ -596,7 +1120,7 @@ pub fn pretrain(
                 let CollapseStats {
                     embedding_std,
                     effective_rank,
-                } = collapse_stats(&to_vec(za), b, dim);
+                } = collapse_stats(&to_vec(za), local.batch, dim);
                 let row = LogRow {
                     step,
                     loss: loss_value,
@@ -629,6 +1153,7 @@ pub fn pretrain(
         input: InputSpec { mean, std, ..raw },
         method: config.method,
         steps: state.next_step,
+        clips: config.clips,
     };
     if state.next_step == config.steps {
         save_bytes(
@@ -643,4 +1168,68 @@ pub fn pretrain(
         writeln!(done, "{} steps", state.next_step)?;
     }
     Ok(info)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::labels::ClipLabels;
+
+    /// Two clips of 10 frames (0.1 s apart in clip 0; unknown timing in clip 1).
+    fn frames() -> FrameSet {
+        FrameSet {
+            dims: [1, 1, 1],
+            inputs: vec![0.0; 20],
+            frame_clip: (0..20).map(|i| i / 10).collect(),
+            position: (0..20).map(|i| i % 10).collect(),
+            clips: (0..2)
+                .map(|c| ClipLabels {
+                    clip: format!("c{c}"),
+                    patient: "p".into(),
+                    classes: vec![None; 3],
+                })
+                .collect(),
+            clip_seconds: vec![Some(0.1), None],
+        }
+    }
+
+    #[test]
+    fn partners_are_nearby_frames_of_the_same_clip_closer_ones_likelier() {
+        let frames = frames();
+        let index: Vec<usize> = (0..20).collect();
+        let pairs = PairConfig {
+            temporal_p: 1.0,
+            max_seconds: 0.35,
+            fallback_frame_seconds: 0.2,
+        };
+        let partners = Partners::new(frames.table(), &index, &pairs);
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(1);
+        let mut counts = [0usize; 10];
+        for _ in 0..4000 {
+            let p = partners.draw(4, &mut rng).expect("frame 4 has partners");
+            assert_eq!(frames.frame_clip[p], 0);
+            assert_ne!(p, 4);
+            counts[p] += 1;
+        }
+        // Up to 0.35 s at 0.1 s a frame: frames 1-3 and 5-7; one frame away over twice as likely
+        // as three: weights 1 - dt / 0.45 = 0.78, 0.56, 0.33.
+        assert_eq!(counts[0] + counts[8] + counts[9], 0, "{counts:?}");
+        assert!(counts[3] > counts[2] && counts[2] > counts[1], "{counts:?}");
+        let ratio = counts[5] as f64 / counts[7] as f64;
+        assert!((1.8..3.0).contains(&ratio), "{counts:?}");
+        // Clip 1 has no frame rate: 0.2 s a frame, so only the neighbours qualify.
+        for _ in 0..200 {
+            let p = partners.draw(14, &mut rng).unwrap();
+            assert!(p == 13 || p == 15, "{p}");
+        }
+        // Same-frame pairs when temporal_p = 0, without touching the random stream.
+        let same = Partners::new(frames.table(), &index, &PairConfig::default());
+        let mut a = Xoshiro256PlusPlus::seed_from_u64(2);
+        assert_eq!(same.draw(4, &mut a), None);
+        use rand::Rng;
+        assert_eq!(
+            a.random::<u64>(),
+            Xoshiro256PlusPlus::seed_from_u64(2).random::<u64>()
+        );
+    }
 }

@@ -57,6 +57,16 @@ impl Isa {
         }
     }
 
+    /// Lower-case name: `portable`, `avx2`, `avx512` or `neon`.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Isa::Portable => "portable",
+            Isa::Avx2 => "avx2",
+            Isa::Avx512 => "avx512",
+            Isa::Neon => "neon",
+        }
+    }
+
     /// The widest instruction set this machine runs.
     pub(crate) fn best() -> Isa {
         [Isa::Avx512, Isa::Avx2, Isa::Neon]

@@ -1,20 +1,29 @@
 //! `pleura-train prepare`: clips as they come from a hospital archive — videos, folders of
-//! images, DICOM files — plus a labels CSV, turned into a dataset folder the trainer reads:
+//! images, DICOM files, `pleura record` folders from a board — plus a labels CSV, turned into a
+//! dataset folder the trainer reads:
 //!
 //! ```text
 //! OUT/labels.csv            the labels of the clips that were prepared
-//! OUT/clips/<clip>/*.png    every `stride`-th frame, cropped to the sector, at most `max_side` px
+//! OUT/clips/<clip>/*.png    every `stride`-th frame, cropped to the sector (at its own
+//!                           resolution, or scaled down to `max_side` px when given)
+//! OUT/frames/               the same frames in a frame store (shards + index), what the
+//!                           trainer reads (see [`crate::data::store`])
 //! OUT/dataset.json          source, settings, per-clip record, and every clip skipped, with why
 //! OUT/split.json            train / validation / test by patient, and k folds
 //! ```
 //!
-//! Frames go through the runtime's own [`Preprocessor`] (crop, antialiased resize), so the
-//! trainer sees what the runtime will see. A clip that cannot be read is reported by name and
+//! Frames are cropped with the runtime's own resize step ([`Resize`]). Kept at the crop's own
+//! resolution (no `max_side`), a stored frame holds exactly the source pixels the runtime
+//! reads, and the trainer's load ([`crate::data::frames::FrameSet`]) then applies the same
+//! resize and normalisation to them as the runtime does to a live frame: the same tensor
+//! (`trainer/tests/parity.rs`). With `max_side`, frames are resized twice and rounded to
+//! 8 bits in between: smaller datasets, inputs within a small bound of the runtime's. A clip that cannot be read is reported by name and
 //! skipped, never silently dropped. Clips already prepared with the same source and settings
 //! are reused (the cache key is in `OUT/clips/<clip>/.prepared`).
 
 pub mod dicom;
 pub mod images;
+pub mod recording;
 pub mod video;
 
 use std::collections::BTreeMap;
@@ -24,15 +33,14 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, ensure, Context, Result};
 use pleura::fsutil::write_atomic;
 use pleura::image::{write_png, GreyImage};
-use pleura::pack::InputSpec;
-use pleura::preprocess::{Preprocessor, Rect};
+use pleura::preprocess::{Rect, Resize};
 use serde::Serialize;
 
 use super::labels::{self, ClipLabels};
 use super::phantom::DATASET_INFO;
 use super::split::{write_split, SplitOptions};
 use crate::progress;
-use crate::tasks::STANDARD;
+use crate::tasks::TaskSet;
 
 /// How each clip is cropped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -61,8 +69,9 @@ pub struct PrepareOptions {
     pub max_frames: Option<usize>,
     /// Cropping.
     pub crop: Crop,
-    /// Longest side of the stored frames; larger crops are scaled down.
-    pub max_side: usize,
+    /// Longest side of the stored frames; larger crops are scaled down. `None` keeps the crop's
+    /// own resolution (the exact path: see the module documentation).
+    pub max_side: Option<usize>,
     /// Patient split written to `split.json`.
     pub split: SplitOptions,
 }
@@ -77,6 +86,8 @@ pub enum SourceKind {
     Dicom,
     /// A folder of PNG/JPEG frames.
     Images,
+    /// A `pleura record` folder: raw capture-card buffers, converted by the runtime.
+    Recording,
 }
 
 /// One prepared clip.
@@ -96,6 +107,9 @@ pub struct ClipRecord {
     pub crop: Rect,
     /// Size of the stored frames `[width, height]`.
     pub stored_size: [usize; 2],
+    /// Seconds between consecutive stored frames (`stride / fps`), when the source says its
+    /// frame rate (videos); pretraining pairs nearby frames of a clip by it.
+    pub frame_seconds: Option<f64>,
     /// `true` when the clip was reused from an earlier run.
     pub cached: bool,
 }
@@ -151,7 +165,9 @@ fn index_sources(dir: &Path) -> Result<BTreeMap<String, (PathBuf, SourceKind)>> 
         let path = entry
             .with_context(|| format!("listing {}", dir.display()))?
             .path();
-        let kind = if path.is_dir() {
+        let kind = if path.is_dir() && recording::is_recording(&path) {
+            Some(SourceKind::Recording)
+        } else if path.is_dir() {
             Some(SourceKind::Images)
         } else if has_extension(&path, &video::VIDEO_EXTENSIONS) {
             Some(SourceKind::Video)
@@ -165,7 +181,7 @@ fn index_sources(dir: &Path) -> Result<BTreeMap<String, (PathBuf, SourceKind)>> 
         let (Some(kind), Some(stem)) = (kind, path.file_stem()) else {
             continue;
         };
-        let id = if kind == SourceKind::Images {
+        let id = if path.is_dir() {
             path.file_name().unwrap_or(stem)
         } else {
             stem
@@ -184,10 +200,25 @@ fn index_sources(dir: &Path) -> Result<BTreeMap<String, (PathBuf, SourceKind)>> 
     Ok(sources)
 }
 
-fn decode(path: &Path, kind: SourceKind, opts: &PrepareOptions) -> Result<Vec<GreyImage>> {
+/// The clip's frames and the seconds between two of them, when known.
+fn decode(
+    path: &Path,
+    kind: SourceKind,
+    opts: &PrepareOptions,
+) -> Result<(Vec<GreyImage>, Option<f64>)> {
+    let mut seconds = None;
     let frames = match kind {
-        SourceKind::Video => video::read_frames(path, opts.stride, opts.max_frames)?,
+        SourceKind::Video => {
+            let (frames, info) = video::read_frames(path, opts.stride, opts.max_frames)?;
+            seconds = info.fps.map(|fps| opts.stride as f64 / fps);
+            frames
+        }
         SourceKind::Images => images::read_frames(path, opts.stride, opts.max_frames)?,
+        SourceKind::Recording => {
+            let (frames, s) = recording::read_frames(path, opts.stride, opts.max_frames)?;
+            seconds = s;
+            frames
+        }
         SourceKind::Dicom => {
             let all = dicom::read_frames(path)?;
             all.into_iter()
@@ -197,7 +228,7 @@ fn decode(path: &Path, kind: SourceKind, opts: &PrepareOptions) -> Result<Vec<Gr
         }
     };
     ensure!(!frames.is_empty(), "{}: no frames", path.display());
-    Ok(frames)
+    Ok((frames, seconds))
 }
 
 /// The cache key of a clip: source, its size and modification time, and the settings.
@@ -209,7 +240,7 @@ fn cache_key(path: &Path, opts: &PrepareOptions) -> String {
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_nanos());
     format!(
-        "{}|{}|{modified}|{}|{:?}|{:?}|{}",
+        "{}|{}|{modified}|{}|{:?}|{:?}|{:?}",
         path.display(),
         meta.map_or(0, |m| m.len()),
         opts.stride,
@@ -239,7 +270,7 @@ fn prepare_clip(
             return Ok(record);
         }
     }
-    let frames = decode(path, kind, opts)?;
+    let (frames, frame_seconds) = decode(path, kind, opts)?;
     let (w, h) = (frames[0].width, frames[0].height);
     let crop = match opts.crop {
         Crop::Full => Rect {
@@ -256,12 +287,14 @@ fn prepare_clip(
             height: h,
         }),
     };
-    let scale = (opts.max_side as f64 / crop.width.max(crop.height) as f64).min(1.0);
+    let scale = opts.max_side.map_or(1.0, |side| {
+        (side as f64 / crop.width.max(crop.height) as f64).min(1.0)
+    });
     let (ow, oh) = (
         ((crop.width as f64 * scale).round() as usize).max(1),
         ((crop.height as f64 * scale).round() as usize).max(1),
     );
-    let mut pre = Preprocessor::new(&InputSpec::unnormalised(oh, ow), w, h, Some(crop))
+    let mut resize = Resize::new(w, h, Some(crop), ow, oh)
         .with_context(|| format!("{}: crop", path.display()))?;
     // Write into a scratch folder, then swap it in: an interrupted run leaves no half clip.
     let scratch = opts.out.join("clips").join(format!(".{id}.partial"));
@@ -278,7 +311,8 @@ fn prepare_clip(
             frame.width,
             frame.height
         );
-        pre.run(frame, &mut buf)
+        resize
+            .run(frame, &mut buf)
             .with_context(|| format!("{}: frame {i}", path.display()))?;
         let pixels = buf
             .iter()
@@ -297,6 +331,7 @@ fn prepare_clip(
         source_size: [w, h],
         crop,
         stored_size: [ow, oh],
+        frame_seconds,
         cached: false,
     };
     write_atomic(
@@ -330,6 +365,7 @@ fn cached_record(
         source_size: pair("source_size")?,
         crop,
         stored_size: pair("stored_size")?,
+        frame_seconds: v["frame_seconds"].as_f64(),
         cached: true,
     })
 }
@@ -339,8 +375,12 @@ fn cached_record(
 /// that cannot be prepared is recorded in the report's `skipped` with the reason.
 pub fn prepare(opts: &PrepareOptions) -> Result<PrepareReport> {
     ensure!(opts.stride > 0, "--stride must be positive");
-    ensure!(opts.max_side >= 32, "--max-side must be at least 32 pixels");
-    let rows = labels::read(&opts.labels, &STANDARD)?;
+    ensure!(
+        opts.max_side.is_none_or(|s| s >= 32),
+        "--max-side must be at least 32 pixels"
+    );
+    let tasks = TaskSet::standard();
+    let rows = labels::read(&opts.labels, &tasks)?;
     let sources = index_sources(&opts.clips)?;
     fs::create_dir_all(opts.out.join("clips"))
         .with_context(|| format!("creating {}", opts.out.display()))?;
@@ -383,10 +423,29 @@ pub fn prepare(opts: &PrepareOptions) -> Result<PrepareReport> {
         opts.labels.display(),
         report.skipped.first().map_or("none", |s| s.reason.as_str())
     );
-    labels::write(&opts.out.join("labels.csv"), &STANDARD, &kept)?;
+    labels::write(&opts.out.join("labels.csv"), &tasks, &kept)?;
     write_split(&opts.out, &kept, &opts.split)?;
+    // The store is rebuilt from the clip folders (fresh and reused clips alike), so it always
+    // holds exactly the frames of the dataset's labels.
+    let stored = super::store::convert(&opts.out)?;
+    log::info!(
+        "frame store {}: {} frames in {} shards",
+        stored.dir.display(),
+        stored.frames,
+        stored.shards
+    );
+    // How the labels were made (an adapter's rule and counts), when it says so beside them.
+    let provenance_file = labels::provenance_path(&opts.labels);
+    let provenance: Option<serde_json::Value> = match fs::read(&provenance_file) {
+        Ok(bytes) => Some(
+            serde_json::from_slice(&bytes)
+                .with_context(|| format!("{}: not JSON", provenance_file.display()))?,
+        ),
+        Err(_) => None,
+    };
     let info = serde_json::json!({
         "source": opts.clips.display().to_string(),
+        "labels_provenance": provenance,
         "synthetic": false,
         "prepared_by": format!("pleura-train {}", env!("CARGO_PKG_VERSION")),
         "options": opts,

@@ -29,12 +29,60 @@ fn spawn_error(name: &str, e: std::io::Error) -> anyhow::Error {
     }
 }
 
-/// Width and height of the first video stream of `path`.
-pub fn probe_size(path: &Path) -> Result<(usize, usize)> {
+/// What ffprobe says of a clip's first video stream.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct VideoInfo {
+    /// Frame width in pixels.
+    pub width: usize,
+    /// Frame height in pixels.
+    pub height: usize,
+    /// Frames per second (`avg_frame_rate`, else `r_frame_rate`), when the container says.
+    pub fps: Option<f64>,
+}
+
+/// `"25/1"` -> 25.0; `"0/0"` and anything unparsable -> `None`.
+fn rate(text: &str) -> Option<f64> {
+    let (n, d) = text.split_once('/').unwrap_or((text, "1"));
+    let (n, d): (f64, f64) = (n.trim().parse().ok()?, d.trim().parse().ok()?);
+    (n > 0.0 && d > 0.0)
+        .then(|| n / d)
+        .filter(|r| r.is_finite())
+}
+
+/// Parses ffprobe's `-of json` answer for `-show_entries stream=width,height,...`. JSON rather
+/// than `-of csv`: a stream with side data (MPEG-2 program streams) makes the CSV writer print
+/// `370x370x`, which broke the parsing of a plain `WxH` line.
+fn parse_probe(json: &str) -> Option<VideoInfo> {
+    let value: serde_json::Value = serde_json::from_str(json).ok()?;
+    let stream = value.get("streams")?.as_array()?.first()?;
+    let dim = |k: &str| {
+        stream
+            .get(k)?
+            .as_u64()
+            .filter(|&v| v > 0)
+            .map(|v| v as usize)
+    };
+    let fps = ["avg_frame_rate", "r_frame_rate"]
+        .iter()
+        .find_map(|k| rate(stream.get(*k)?.as_str()?));
+    Some(VideoInfo {
+        width: dim("width")?,
+        height: dim("height")?,
+        fps,
+    })
+}
+
+/// Size and frame rate of the first video stream of `path`.
+pub fn probe(path: &Path) -> Result<VideoInfo> {
     let ffprobe = program("PLEURA_FFPROBE", "ffprobe");
     let out = Command::new(&ffprobe)
         .args(["-v", "error", "-select_streams", "v:0"])
-        .args(["-show_entries", "stream=width,height", "-of", "csv=p=0:s=x"])
+        .args([
+            "-show_entries",
+            "stream=width,height,avg_frame_rate,r_frame_rate",
+            "-of",
+            "json",
+        ])
         .arg(path)
         .output()
         .map_err(|e| spawn_error(&ffprobe, e))?;
@@ -46,13 +94,9 @@ pub fn probe_size(path: &Path) -> Result<(usize, usize)> {
         path.display(),
         stderr.trim()
     );
-    let line = text.lines().next().unwrap_or("").trim();
-    let parsed = line
-        .split_once('x')
-        .and_then(|(w, h)| Some((w.trim().parse().ok()?, h.trim().parse().ok()?)));
-    match parsed {
-        Some((w, h)) if w > 0 && h > 0 => Ok((w, h)),
-        _ => bail!(
+    match parse_probe(&text) {
+        Some(info) => Ok(info),
+        None => bail!(
             "{}: no video stream found ({})",
             path.display(),
             stderr.trim()
@@ -67,9 +111,10 @@ pub fn read_frames(
     path: &Path,
     stride: usize,
     max_frames: Option<usize>,
-) -> Result<Vec<GreyImage>> {
+) -> Result<(Vec<GreyImage>, VideoInfo)> {
     ensure!(stride > 0, "frame stride must be positive");
-    let (width, height) = probe_size(path)?;
+    let info = probe(path)?;
+    let (width, height) = (info.width, info.height);
     let ffmpeg = program("PLEURA_FFMPEG", "ffmpeg");
     let mut child = Command::new(&ffmpeg)
         .args(["-nostdin", "-v", "error", "-i"])
@@ -131,7 +176,7 @@ pub fn read_frames(
         );
     }
     ensure!(!frames.is_empty(), "{}: no frames decoded", path.display());
-    Ok(frames)
+    Ok((frames, info))
 }
 
 /// Reads until `buf` is full or the stream ends; returns the bytes read.
@@ -146,4 +191,36 @@ fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
         }
     }
     Ok(filled)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_json_with_and_without_side_data() {
+        // ffprobe 5.1 on an MPEG-2 program stream with side data (its CSV said `370x370x`).
+        let mpeg = r#"{"programs": [], "streams": [{"width": 370, "height": 370,
+            "r_frame_rate": "25/1", "avg_frame_rate": "25/1",
+            "side_data_list": [{"side_data_type": "CPB properties"}]}]}"#;
+        assert_eq!(
+            parse_probe(mpeg),
+            Some(VideoInfo {
+                width: 370,
+                height: 370,
+                fps: Some(25.0)
+            })
+        );
+        let gif = r#"{"streams": [{"width": 64, "height": 48, "r_frame_rate": "100/9",
+            "avg_frame_rate": "0/0"}]}"#;
+        let info = parse_probe(gif).unwrap();
+        assert_eq!((info.width, info.height), (64, 48));
+        assert!((info.fps.unwrap() - 100.0 / 9.0).abs() < 1e-9);
+        assert_eq!(parse_probe(r#"{"streams": []}"#), None);
+        assert_eq!(
+            parse_probe(r#"{"streams": [{"width": 0, "height": 5}]}"#),
+            None
+        );
+        assert_eq!(parse_probe("370x370x"), None);
+    }
 }
