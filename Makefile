@@ -5,7 +5,8 @@ CARGO ?= cargo
 RELEASE := target/release
 DEMO := target/demo
 PACK ?= models/default
-FRAMES ?= 300
+# One pass of the phantom scan: 8 zones of 4 s (100 frames) and 0.4 s transitions.
+FRAMES ?= 880
 # Short self-supervised pretraining that fits a 2-core CPU in minutes (configs/phantom.toml:
 # AdamW rather than the recipe's LARS, whose trust ratio makes tiny steps at batch 32; positive
 # pairs from nearby frames of a clip). Then the pack: 200 steps of supervised multi-task
@@ -24,7 +25,7 @@ define ssl_pack
 endef
 
 .PHONY: setup doctor build demo test lint fmt default-pack montage clean-demo check-onnx ssl-evidence \
-	bench-pretrain check-gpu
+	bench-pretrain bench-serve check-gpu
 
 ## setup: check what the build needs (tools/doctor.sh: Rust >= 1.95, libclang as bindgen finds
 ## it, ffmpeg, the plot font), install what is missing with apt-get when root, fetch dependencies
@@ -52,12 +53,12 @@ demo: build
 
 ## test: unit and integration tests of both crates (release profile: burn and tract optimised)
 test: setup
-	$(CARGO) test --release --locked --workspace
+	$(CARGO) test --release --locked --workspace --features pleura/serve
 
 ## lint: formatting and clippy with warnings as errors
 lint:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --release --locked --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --release --locked --workspace --all-targets --features pleura/serve -- -D warnings
 
 fmt:
 	$(CARGO) fmt --all
@@ -119,6 +120,12 @@ bench:
 	$(RELEASE)/pleura bench --pack $(PACK) $(BENCH_ARGS) --out $(BENCH_OUT)
 	@echo "benchmark report: $(BENCH_OUT)/bench.json"
 
+## bench-serve: what the live view costs a frame, nobody watching and one viewer reading the
+## stream, against no server, interleaved (tools/bench_serve.py; docs/bedside.md)
+bench-serve:
+	$(CARGO) build --release --locked -p pleura --features serve
+	python3 tools/bench_serve.py --pleura $(RELEASE)/pleura --pack $(PACK) --out $(BENCH_OUT)/serve.json
+
 ## bench-pretrain: one pretraining step, burn vs PyTorch + lightly (PyPI, a measuring peer),
 ## interleaved in one run; JSON in target/bench/pretrain_step.json
 BENCH_VENV ?= target/bench/venv
@@ -136,7 +143,7 @@ check-gpu:
 
 # Fragments: the V4L2 test VM (make test-v4l2), the ARM cross builds (make cross-aarch64 ...),
 # the engines benchmark (make bench-engines) and the COVID-BLUES evaluation (make covid-blues,
-# covid-blues-report, covid-blues-ablation).
+# covid-blues-long, covid-blues-ablation).
 include mk/v4l2.mk
 include mk/cross.mk
 include mk/engines.mk

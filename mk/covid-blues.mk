@@ -3,13 +3,14 @@
 # pretraining on the clips that rule leaves unlabelled, then 5-fold patient cross-validation of
 # frozen-feature heads against the scratch baseline and the pixel floor, the label-efficiency
 # sweep and fine-tuning; the POCUS collection (Born et al.) as the external centre when it is at
-# $(POCUS). Included from the main Makefile; docs/covid-blues/ holds the committed report.
+# $(POCUS) (its clip list and labels: docs/covid-blues/pocus-born-labels.csv), or wherever it
+# was prepared before. Included from the main Makefile; docs/covid-blues/ holds the committed report.
 #
 #   make covid-blues           one SSL run of BLUES_STEPS steps on native-resolution frames,
 #                              linear probe and sweep
-#   make covid-blues-report    the committed report (docs/covid-blues/): frames at 128 px,
-#                              REPORT_STEPS steps of the default recipe, linear and MLP probes,
-#                              the label-efficiency sweep and fine-tuning
+#   make covid-blues-long      the committed report (docs/covid-blues/): frames at 128 px,
+#                              LONG_STEPS steps of the default recipe (26 min on 2 cores), linear
+#                              and MLP probes, the label-efficiency sweep and fine-tuning
 #   make covid-blues-ablation  each recipe change by itself, ABLATION_STEPS steps each
 #
 # On a GPU build (--features cuda / wgpu) add PRETRAIN_DEVICE=cuda and raise the steps.
@@ -25,14 +26,14 @@ BLUES_SEEDS ?= 0,1,2
 BLUES_FOLDS ?= 5
 BLUES_CONFIG ?= configs/covid-blues/crops-anywhere.toml
 BLUES_STEPS ?= 1500
-REPORT_STEPS ?= 1500
+LONG_STEPS ?= 1500
 ABLATION_STEPS ?= 1500
 ABLATION_CONFIGS ?= paper temporal crops crops-anywhere lus
 BLUES_FINETUNE_STEPS ?= 200
 PRETRAIN_DEVICE ?= cpu
 BLUES_TRAIN := $(RELEASE)/pleura-train
 
-.PHONY: covid-blues covid-blues-report covid-blues-ablation
+.PHONY: covid-blues covid-blues-long covid-blues-ablation
 
 # $(call blues_data,OUT): labels under the rule, prepared local and external datasets. Local
 # frames keep their resolution (the exact preprocessing path); the external clips, up to
@@ -55,9 +56,10 @@ define blues_pretrain
 		--config $(3) --steps $(4) --seed 0 --device $(PRETRAIN_DEVICE)
 endef
 
-# Evaluation options shared by every experiment of OUT ($(1)).
+# Evaluation options shared by every experiment of OUT ($(1)), with seeds $(2) (BLUES_SEEDS when
+# empty); the external centre whenever it was prepared there.
 blues_eval = --data $(1)/data --stride $(BLUES_EVAL_STRIDE) --folds $(BLUES_FOLDS) \
-	--baseline pixels --seeds $(BLUES_SEEDS) $(if $(wildcard $(POCUS)/labels.csv),--external pocus=$(1)/pocus)
+	--baseline pixels --seeds $(or $(2),$(BLUES_SEEDS)) $(if $(wildcard $(1)/pocus/dataset.json),--external pocus=$(1)/pocus)
 
 BLUES_OUT := target/covid-blues
 covid-blues: build
@@ -69,22 +71,22 @@ covid-blues: build
 		--head linear --out $(BLUES_OUT)/sweep
 	@echo "reports: $(BLUES_OUT)/probe-linear/summary.md, $(BLUES_OUT)/sweep/summary.md"
 
-BLUES_REPORT_OUT := target/covid-blues-report
+BLUES_LONG := target/covid-blues-long
 BLUES_REPORT ?= docs/covid-blues
-# Frames stored at 128 px like the ablation's, so its `crops-anywhere` run is this one.
-covid-blues-report: BLUES_MAX_SIDE = 128
-covid-blues-report: build
-	$(call blues_data,$(BLUES_REPORT_OUT))
-	$(call blues_pretrain,$(BLUES_REPORT_OUT),pretrain,$(BLUES_CONFIG),$(REPORT_STEPS))
-	$(BLUES_TRAIN) probe $(call blues_eval,$(BLUES_REPORT_OUT)) --backbone $(BLUES_REPORT_OUT)/pretrain \
-		--head linear --out $(BLUES_REPORT_OUT)/probe-linear
-	$(BLUES_TRAIN) probe $(call blues_eval,$(BLUES_REPORT_OUT)) --backbone $(BLUES_REPORT_OUT)/pretrain \
-		--head mlp --out $(BLUES_REPORT_OUT)/probe-mlp
-	$(BLUES_TRAIN) sweep $(call blues_eval,$(BLUES_REPORT_OUT)) --backbone $(BLUES_REPORT_OUT)/pretrain \
-		--head linear --out $(BLUES_REPORT_OUT)/sweep
-	$(BLUES_TRAIN) finetune $(call blues_eval,$(BLUES_REPORT_OUT)) --backbone $(BLUES_REPORT_OUT)/pretrain \
-		--head linear --seeds 0 --finetune-steps $(BLUES_FINETUNE_STEPS) --out $(BLUES_REPORT_OUT)/finetune
-	OUT=$(BLUES_REPORT_OUT) REPORT=$(BLUES_REPORT) TARGET=covid-blues-report BLUES=$(BLUES) POCUS=$(POCUS) \
+# Frames stored at 128 px like the ablation's, whose `crops-anywhere` run is this pretraining.
+covid-blues-long: BLUES_MAX_SIDE = 128
+covid-blues-long: build
+	$(call blues_data,$(BLUES_LONG))
+	$(call blues_pretrain,$(BLUES_LONG),pretrain,$(BLUES_CONFIG),$(LONG_STEPS))
+	$(BLUES_TRAIN) probe $(call blues_eval,$(BLUES_LONG)) --backbone $(BLUES_LONG)/pretrain \
+		--head linear --out $(BLUES_LONG)/probe-linear
+	$(BLUES_TRAIN) probe $(call blues_eval,$(BLUES_LONG)) --backbone $(BLUES_LONG)/pretrain \
+		--head mlp --out $(BLUES_LONG)/probe-mlp
+	$(BLUES_TRAIN) sweep $(call blues_eval,$(BLUES_LONG)) --backbone $(BLUES_LONG)/pretrain \
+		--head linear --out $(BLUES_LONG)/sweep
+	$(BLUES_TRAIN) finetune $(call blues_eval,$(BLUES_LONG),0) --backbone $(BLUES_LONG)/pretrain \
+		--head linear --finetune-steps $(BLUES_FINETUNE_STEPS) --out $(BLUES_LONG)/finetune
+	OUT=$(BLUES_LONG) REPORT=$(BLUES_REPORT) TARGET=covid-blues-long BLUES=$(BLUES) POCUS=$(POCUS) \
 		tools/covid_blues_report.sh probe-linear probe-mlp sweep finetune
 
 BLUES_ABLATION := target/covid-blues-ablation

@@ -5,14 +5,14 @@
 # weights (the licence forbids derivatives). A hand-written NOTES.md in the report folder is
 # appended to the generated README.md.
 #
-#   OUT=target/covid-blues-report REPORT=docs/covid-blues TARGET=covid-blues-report \
+#   OUT=target/covid-blues-long REPORT=docs/covid-blues TARGET=covid-blues-long \
 #       tools/covid_blues_report.sh probe-linear sweep
 set -euo pipefail
 : "${OUT:?}" "${REPORT:?}"
 BLUES=${BLUES:-../shared/data/covid-blues}
 POCUS=${POCUS:-../shared/data/pocus-born}
 TRAIN=${TRAIN:-target/release/pleura-train}
-TARGET=${TARGET:-covid-blues-report}   # the make target that produced OUT
+TARGET=${TARGET:-covid-blues-long}   # the make target that produced OUT
 [ $# -gt 0 ] || { echo "usage: OUT=... REPORT=... $0 PART..." >&2; exit 2; }
 mkdir -p "$REPORT"
 
