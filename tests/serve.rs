@@ -212,8 +212,7 @@ fn a_served_run_reports_what_it_writes() {
     let last: Value = text
         .lines()
         .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter(|r| r.get("seq").is_some())
-        .last()
+        .rfind(|r| r.get("seq").is_some())
         .unwrap();
     assert_eq!(end["frame"]["seq"], last["seq"]);
     assert!(end["clips_total"].as_u64().unwrap() >= 2, "{end}");

@@ -3,10 +3,11 @@
 #   pleura info models/default                              text, identical
 #   pleura run --source phantom:1 --frames 60               f32 heads, view hierarchy
 #   pleura run ... --heads int8 --all-tasks                 int8 heads, every head every frame
-# (per-frame JSON lines: p and p_smoothed within 1e-4, classes/decisions/truth exact; summaries:
+# (per-frame JSON lines: p and p_smoothed within 1e-4 for f32 heads and 1e-3 for int8 heads,
+# classes/decisions/truth exact; summaries:
 # counts and agreement exact), once per emulated CPU of the profile's CHECK_RUNS, then
 #   pleura bench                                            runs to completion (times meaningless)
-# Usage: [BOARD=...] [FRAMES=60] [TOL=1e-4] [SKIP_BUILD=1] [REF_BIN=...] [BENCH=0]
+# Usage: [BOARD=...] [FRAMES=60] [TOL=1e-4] [INT8_TOL=1e-3] [SKIP_BUILD=1] [REF_BIN=...] [BENCH=0]
 #        tools/cross/check.sh aarch64|armv7|x86_64
 # The reference is the host's release build, target/release/pleura, brought up to date with
 # `cargo build --release -p pleura --locked` (the host toolchain, the main target dir) unless
@@ -16,6 +17,10 @@ cd "$(dirname "$0")/../.."
 target="${1:?usage: $0 aarch64|armv7|x86_64}"
 FRAMES="${FRAMES:-60}"
 TOL="${TOL:-1e-4}"
+# int8 heads quantise their input features: where the f32 backbone differs by ~2e-5 between
+# instruction sets, a feature can land on the other side of a rounding boundary and move p by one
+# quantisation step (measured up to 4.4e-4 on the default pack), so they get a looser bound.
+INT8_TOL="${INT8_TOL:-1e-3}"
 PACK="${PACK:-models/default}"
 t0=$(date +%s)
 elapsed() { echo "$(( $(date +%s) - $1 )) s"; }
@@ -70,7 +75,8 @@ for spec in $CHECK_RUNS; do
         "int8 jsonl int8.jsonl" "int8-summary summary int8.summary.json"; do
         set -- $what
         printf '   %-13s ' "$1"
-        python3 tools/cross/compare.py "$2" "$out/ref/$3" "$dir/$3" --tol "$TOL" | tee "$dir/$1.compare" \
+        tol=$TOL; case "$1" in int8*) tol=$INT8_TOL ;; esac
+        python3 tools/cross/compare.py "$2" "$out/ref/$3" "$dir/$3" --tol "$tol" | tee "$dir/$1.compare" \
             | sed '2,$s/^/                 /' || failed=1
         grep -q '^MATCH' "$dir/$1.compare" || failed=1
     done

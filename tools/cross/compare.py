@@ -7,7 +7,8 @@
 
 jsonl: the same number of records; in each, every field equal except timing fields (ignored:
 latency_ms, t_ms, done_ms and any *_ms / *_s / timestamp field); floats within --tol (absolute),
-everything else (seq, class, decision, truth, nulls) exactly. Prints the max abs diff of `p` and
+everything else (seq, class, decision, truth, nulls) exactly; the plan's `depthwise` by whose
+kernel it is (pleura's or tract's), not by instruction set. Prints the max abs diff of `p` and
 `p_smoothed` over all tasks and frames. Exit status 1 on any mismatch.
 """
 import json
@@ -55,6 +56,11 @@ class Diff:
             for k in sorted(keys):
                 if k not in ref or k not in out:
                     self.note(f"{path}.{k}", "present on one side only")
+                elif k == "depthwise" and path.endswith(".plan"):
+                    # `pleura avx512` vs `pleura neon`: whose kernel must agree, the
+                    # instruction set is the machine's.
+                    if str(ref[k]).split()[:1] != str(out[k]).split()[:1]:
+                        self.note(f"{path}.{k}", f"{ref[k]!r} != {out[k]!r}")
                 else:
                     self.walk(ref[k], out[k], f"{path}.{k}", k, extra)
         elif isinstance(ref, list) and isinstance(out, list):
