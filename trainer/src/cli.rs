@@ -15,8 +15,8 @@ use crate::data::phantom::{write_cohort_as, CohortFormat, PhantomOptions};
 use crate::data::split::SplitOptions;
 use crate::data::store;
 use crate::device::{Compute, DeviceSet};
-use crate::experiment::report::{full_markdown, read_cv, read_notes, read_rows, write_summary};
-use crate::experiment::run::{execute, Experiment, Method, Outcome};
+use crate::experiment::report::{full_markdown, read_outcome, write_summary};
+use crate::experiment::run::{execute, Experiment, Method};
 use crate::experiment::{Init, NamedData};
 use crate::model::HeadKind;
 use crate::recipe::{build_pack, BackboneInit, PackRecipe};
@@ -699,11 +699,7 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Prepare(args) => run_prepare(args),
         Command::Report { summary } => {
-            let outcome = Outcome {
-                rows: read_rows(&summary)?,
-                cv: read_cv(&summary)?,
-                notes: read_notes(&summary)?,
-            };
+            let outcome = read_outcome(&summary)?;
             let md = full_markdown(&outcome);
             let out = summary.with_file_name("summary.md");
             pleura::fsutil::write_atomic(&out, md.as_bytes())?;

@@ -68,12 +68,12 @@ impl ClipRule {
                 let k = frames.len().div_ceil(4);
                 sorted[..k].iter().sum::<f32>() / k as f32
             }
+            // The runtime's own run rule (`pleura::clip`), so that a recorded clip scores here
+            // exactly as `pleura run` scores it live.
             ClipRule::Run { frames: run } => {
-                let run = (*run).clamp(1, frames.len());
-                frames
-                    .windows(run)
-                    .map(|w| w.iter().copied().fold(f32::INFINITY, f32::min))
-                    .fold(f32::NEG_INFINITY, f32::max)
+                let mut score = pleura::clip::RunScore::new(*run);
+                frames.iter().for_each(|&p| score.push(p));
+                score.score()?
             }
         })
     }

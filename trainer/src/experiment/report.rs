@@ -295,15 +295,47 @@ pub fn write_plots(out: &Path, rows: &[ResultRow]) -> Result<()> {
 
 /// Reads the rows of a `summary.json` written by [`write_summary`].
 pub fn read_rows(path: &Path) -> Result<Vec<ResultRow>> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let value: serde_json::Value =
-        serde_json::from_slice(&bytes).with_context(|| format!("{}: not JSON", path.display()))?;
-    serde_json::from_value(value["rows"].clone()).with_context(|| {
-        format!(
-            "{}: field `rows` is not a list of result rows",
-            path.display()
-        )
+    summary_field(&read_json(path)?, path, "rows", "a list of result rows")
+}
+
+/// Reads a whole `summary.json` back: its rows, and its cross-validation rows and notes (both
+/// empty in older summaries).
+pub fn read_outcome(path: &Path) -> Result<Outcome> {
+    let value = read_json(path)?;
+    Ok(Outcome {
+        rows: summary_field(&value, path, "rows", "a list of result rows")?,
+        cv: optional_field(&value, path, "cv", "a list of pooled rows")?,
+        notes: optional_field(&value, path, "notes", "a list of strings")?,
     })
+}
+
+fn read_json(path: &Path) -> Result<serde_json::Value> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_slice(&bytes).with_context(|| format!("{}: not JSON", path.display()))
+}
+
+/// Field `name` of a summary read from `path`, which should be `what`.
+fn summary_field<T: serde::de::DeserializeOwned>(
+    value: &serde_json::Value,
+    path: &Path,
+    name: &str,
+    what: &str,
+) -> Result<T> {
+    serde_json::from_value(value[name].clone())
+        .with_context(|| format!("{}: field `{name}` is not {what}", path.display()))
+}
+
+/// [`summary_field`], or empty where the field is absent.
+fn optional_field<T: serde::de::DeserializeOwned + Default>(
+    value: &serde_json::Value,
+    path: &Path,
+    name: &str,
+    what: &str,
+) -> Result<T> {
+    match value[name] {
+        serde_json::Value::Null => Ok(T::default()),
+        _ => summary_field(value, path, name, what),
+    }
 }
 
 /// Writes `OUT/summary.json` (`{"experiment": settings, "notes": .., "rows": per-model rows,
@@ -341,34 +373,6 @@ pub fn full_markdown(outcome: &Outcome) -> String {
         out.push_str(&cv_markdown(&outcome.cv));
     }
     out
-}
-
-/// Reads the notes of a `summary.json` (none in older summaries).
-pub fn read_notes(path: &Path) -> Result<Vec<String>> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let value: serde_json::Value =
-        serde_json::from_slice(&bytes).with_context(|| format!("{}: not JSON", path.display()))?;
-    if value["notes"].is_null() {
-        return Ok(Vec::new());
-    }
-    serde_json::from_value(value["notes"].clone())
-        .with_context(|| format!("{}: field `notes` is not a list of strings", path.display()))
-}
-
-/// Reads the cross-validation rows of a `summary.json` (empty for a fixed-split experiment).
-pub fn read_cv(path: &Path) -> Result<Vec<CvRow>> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let value: serde_json::Value =
-        serde_json::from_slice(&bytes).with_context(|| format!("{}: not JSON", path.display()))?;
-    if value["cv"].is_null() {
-        return Ok(Vec::new());
-    }
-    serde_json::from_value(value["cv"].clone()).with_context(|| {
-        format!(
-            "{}: field `cv` is not a list of pooled rows",
-            path.display()
-        )
-    })
 }
 
 fn estimate(e: Option<&Estimate>, signed: bool) -> String {
@@ -609,6 +613,18 @@ mod tests {
         assert!(md.starts_with("- a note\n"), "{md}");
         let back = read_rows(&tmp.path().join("summary.json")).unwrap();
         assert_eq!(markdown(&back), markdown(&rows));
+        let whole = read_outcome(&tmp.path().join("summary.json")).unwrap();
+        assert_eq!(full_markdown(&whole), full_markdown(&outcome));
+
+        // An older summary without `cv` and `notes`; a `notes` field of the wrong kind.
+        let old = tmp.path().join("old.json");
+        let rows_json = serde_json::to_string(&rows).unwrap();
+        std::fs::write(&old, format!(r#"{{"rows": {rows_json}}}"#)).unwrap();
+        let whole = read_outcome(&old).unwrap();
+        assert!(whole.cv.is_empty() && whole.notes.is_empty());
+        std::fs::write(&old, format!(r#"{{"rows": {rows_json}, "notes": 3}}"#)).unwrap();
+        let err = format!("{:#}", read_outcome(&old).unwrap_err());
+        assert!(err.contains("old.json") && err.contains("`notes`"), "{err}");
 
         let bad = tmp.path().join("bad.json");
         std::fs::write(&bad, r#"{"rows": [{"task": "view"}]}"#).unwrap();
